@@ -1,0 +1,94 @@
+"""The collector interface every subsystem implements."""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Generic, TypeVar
+
+from prometheus_client.metrics_core import Metric
+
+from pai_monitoring.runtime.errors import ConfigError
+from pai_monitoring.runtime.metrics import MetricSpec
+from pai_monitoring.runtime.shared import SharedState
+
+DEFAULT_INTERVAL_SECONDS = 30.0
+DEFAULT_TIMEOUT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class CollectorOptions:
+    """Options every collector has. Subclasses add their own fields, each with ``metadata={"help": ...}``.
+
+    Every field becomes the flag ``--collector.<name>.<field-with-dashes>`` and the YAML key
+    ``collectors.<name>.<field>``.
+    """
+
+    interval: float = field(
+        default=DEFAULT_INTERVAL_SECONDS, metadata={"help": "Seconds between the starts of two collections."}
+    )
+    timeout: float = field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metadata={"help": "Deadline of one collection in seconds; past it the collection counts as failed."},
+    )
+    expiry: float | None = field(
+        default=None,
+        metadata={"help": "Seconds after which an old snapshot is dropped instead of served (default 2 x interval)."},
+    )
+
+    @property
+    def effective_expiry(self) -> float:
+        return self.expiry if self.expiry is not None else 2 * self.interval
+
+    def validate(self) -> None:
+        """Check the values; raise :class:`ConfigError` naming the option. Subclasses call ``super().validate()``."""
+        for name in ("interval", "timeout"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(name, f"must be a positive number of seconds, got {value}")
+        if self.expiry is not None and (not math.isfinite(self.expiry) or self.expiry <= 0):
+            raise ConfigError("expiry", f"must be a positive number of seconds, got {self.expiry}")
+
+
+def default_node_name() -> str:
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+@dataclass(frozen=True)
+class CollectorContext:
+    """What the runtime gives every collector: where the host's filesystems are and the shared board."""
+
+    node_name: str = field(default_factory=default_node_name)
+    proc_root: Path = Path("/proc")
+    sys_root: Path = Path("/sys")
+    rootfs: Path = Path("/")
+    shared: SharedState = field(default_factory=SharedState)
+
+
+OptionsT = TypeVar("OptionsT", bound=CollectorOptions)
+
+
+class Collector(abc.ABC, Generic[OptionsT]):
+    """One subsystem's collector. ``collect`` runs in the collector's own background thread."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    metrics: ClassVar[tuple[MetricSpec, ...]]
+    options_class: ClassVar[type[CollectorOptions]] = CollectorOptions
+    default_enabled: ClassVar[bool] = True
+
+    def __init__(self, options: OptionsT, context: CollectorContext) -> None:
+        self.options = options
+        self.context = context
+
+    @abc.abstractmethod
+    def collect(self) -> Iterable[Metric]:
+        """Read the subsystem and yield fresh metric families. Raising marks this iteration failed."""
+
+    def close(self) -> None:
+        """Release workers, sockets and files. Called once at shutdown."""

@@ -1,0 +1,58 @@
+"""Data that one collector publishes for another, with the keys it is published under.
+
+The GPU collector publishes :data:`GPU_STATE` after each successful NVML read; the jobs collector reads it to
+attribute GPU utilisation and memory to jobs. Only plain frozen dataclasses cross this boundary, so a collector
+that runs NVML in a worker process can rebuild them from what the worker sends back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pai_monitoring.runtime.shared import SharedKey
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """One process holding a GPU context, as NVML reports it (host PID)."""
+
+    pid: int
+    minor_number: str
+    used_memory_bytes: int | None
+    """GPU memory used by the process; ``None`` where the driver does not say (MIG without privileges)."""
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One physical GPU, or ``lost`` when it has fallen off the bus."""
+
+    index: int
+    minor_number: str
+    uuid: str
+    utilization_gpu_percent: float | None
+    """Core utilisation 0-100; ``None`` when the driver does not report it (MIG mode, old cards)."""
+    memory_used_percent: float | None
+    """Framebuffer used / total x 100 (the original's ``nvidiasmi_utilization_memory``)."""
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    mig_device_uuids: tuple[str, ...] = ()
+    """UUIDs of the MIG devices on this GPU (``MIG-...``), empty when MIG is off."""
+    lost: bool = False
+
+
+@dataclass(frozen=True)
+class GpuState:
+    """Everything the GPU collector saw in one iteration."""
+
+    devices: tuple[GpuDevice, ...]
+    processes: tuple[GpuProcess, ...]
+
+    def device_by_id(self, ident: str) -> GpuDevice | None:
+        """Find a GPU by index (``"0"``), UUID (``"GPU-..."``) or MIG device UUID (``"MIG-..."``)."""
+        for device in self.devices:
+            if ident in (str(device.index), device.uuid) or ident in device.mig_device_uuids:
+                return device
+        return None
+
+
+GPU_STATE: SharedKey[GpuState] = SharedKey("gpu.state")

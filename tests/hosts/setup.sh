@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Prepare this machine to run the molecule scenarios on real systemd guests.
+#
+# Idempotent: every step checks whether its result is already there and skips itself; a second run takes seconds.
+#   1. apt packages: podman, runc, debootstrap (plus gcc for the simulated NVML library);
+#   2. /etc/containers/containers.conf (ulimits root may not raise here, runc because the host has hybrid cgroups);
+#   3. the guest image localhost/bookworm-systemd:latest (debootstrap + podman import), reused when present;
+#   4. the molecule virtualenv .cache/molecule-venv (ansible, molecule, testinfra, ansible-lint, yamllint);
+#   5. the wheelhouse .cache/wheelhouse: our wheel and every dependency wheel, so guests install offline;
+#   6. the simulated NVML library .cache/nvml-sim/libnvidia-ml.so.1 when sim/nvml/ exists (the guest has no gcc).
+#
+# Usage: tests/hosts/setup.sh [--rebuild-image] [--skip-wheelhouse]
+# Environment: WORK (default <repo>/.cache), IMAGE (default localhost/bookworm-systemd:latest).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+WORK=${WORK:-$REPO/.cache}
+IMAGE=${IMAGE:-localhost/bookworm-systemd:latest}
+VENV=$WORK/molecule-venv
+WHEELHOUSE=$WORK/wheelhouse
+REBUILD_IMAGE=false
+SKIP_WHEELHOUSE=false
+for arg in "$@"; do
+  case $arg in
+    --rebuild-image) REBUILD_IMAGE=true ;;
+    --skip-wheelhouse) SKIP_WHEELHOUSE=true ;;
+    *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+# Versions that were tested together (../shared/TESTING.md); ansible-lint and yamllint chosen to match ansible-core.
+PIP_PINS=(
+  ansible==12.3.0 ansible-core==2.19.14 molecule==26.10.0 'molecule-plugins[podman]==26.10.12'
+  pytest==9.2.0 pytest-testinfra==10.2.2 ansible-lint==25.9.2 yamllint==1.37.1
+  bcrypt==5.0.0 passlib==1.7.4
+)
+APT_PACKAGES=(debootstrap podman runc crun systemd-container uidmap slirp4netns gcc libc6-dev)
+
+mkdir -p "$WORK"
+log() { printf 'setup.sh: %s\n' "$*" >&2; }
+
+install_apt_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+}
+
+configure_containers() {
+  local conf=/etc/containers/containers.conf want
+  want=$'# Written by pai-monitoring tests/hosts/setup.sh\n[containers]\ndefault_ulimits = ["nofile=16384:16384", "nproc=16384:16384"]\n[engine]\nruntime = "runc"'
+  mkdir -p /etc/containers
+  if [[ ! -f $conf ]] || [[ "$(cat "$conf")" != "$want" ]]; then
+    log "writing $conf"
+    printf '%s\n' "$want" > "$conf"
+  fi
+}
+
+build_image() {
+  if $REBUILD_IMAGE && podman image exists "$IMAGE"; then
+    podman image rm -f "$IMAGE" >/dev/null
+  fi
+  if podman image exists "$IMAGE"; then
+    return
+  fi
+  log "building $IMAGE with debootstrap (about a minute)"
+  local mirror rootfs
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  rootfs=$(mktemp -d "$WORK/rootfs.XXXXXX")
+  trap 'rm -rf "$rootfs"' RETURN
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,procps,sudo,ca-certificates \
+    bookworm "$rootfs" "$mirror" > "$WORK/debootstrap.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap.log" >&2; return 1; }
+  cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/"
+  rm -f "$rootfs/etc/apt/sources.list" "$rootfs"/var/cache/apt/archives/*.deb
+  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
+  chroot "$rootfs" update-ca-certificates >/dev/null
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$rootfs/etc/hosts"
+  : > "$rootfs/etc/machine-id"
+  tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$IMAGE" >/dev/null
+}
+
+create_venv() {
+  local stamp=$VENV/.pins want
+  want=$(printf '%s\n' "${PIP_PINS[@]}")
+  if [[ -f $stamp ]] && [[ "$(cat "$stamp")" == "$want" ]] && [[ -x $VENV/bin/molecule ]]; then
+    return
+  fi
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "${PIP_PINS[@]}"
+  printf '%s\n' "$want" > "$stamp"
+}
+
+build_wheelhouse() {
+  if $SKIP_WHEELHOUSE; then
+    return
+  fi
+  if [[ ! -f $REPO/pyproject.toml ]]; then
+    log "no pyproject.toml yet: wheelhouse skipped"
+    return
+  fi
+  log "building the wheelhouse $WHEELHOUSE"
+  mkdir -p "$WHEELHOUSE"
+  # Our own wheel changes with every edit: drop the old one so the guest never installs a stale build.
+  rm -f "$WHEELHOUSE"/pai_monitoring-*.whl
+  # Build from a copy: setuptools writes build/ next to the sources, which must stay out of the working tree.
+  local src
+  src=$(mktemp -d "$WORK/wheel-src.XXXXXX")
+  trap 'rm -rf "$src"' RETURN
+  cp "$REPO/pyproject.toml" "$src/"
+  [[ ! -f $REPO/README.md ]] || cp "$REPO/README.md" "$src/"
+  cp -r "$REPO/collectors" "$src/"
+  find "$src" -name __pycache__ -prune -exec rm -rf {} +
+  "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELHOUSE" "$src" 2>"$WORK/wheelhouse.log" \
+    || { tail -20 "$WORK/wheelhouse.log" >&2; return 1; }
+}
+
+build_nvml_sim() {
+  local src=$REPO/sim/nvml out=$WORK/nvml-sim
+  if [[ ! -d $src ]]; then
+    log "sim/nvml not present: simulated NVML library skipped"
+    return
+  fi
+  mkdir -p "$out"
+  if [[ -f $src/Makefile ]]; then
+    make -s -C "$src" >&2
+    local built
+    built=$(find "$src" -name 'libnvidia-ml.so*' -type f -newer "$src/Makefile" -print -quit 2>/dev/null || true)
+    [[ -n $built ]] || built=$(find "$src" -name 'libnvidia-ml.so*' -type f -print -quit)
+    install -m 0644 "$built" "$out/libnvidia-ml.so.1"
+  else
+    gcc -shared -fPIC -O2 -o "$out/libnvidia-ml.so.1" "$src"/*.c
+  fi
+  ln -sf libnvidia-ml.so.1 "$out/libnvidia-ml.so"
+}
+
+install_apt_packages
+configure_containers
+build_image
+create_venv
+build_wheelhouse
+build_nvml_sim
+log "ready: image $IMAGE, venv $VENV, wheelhouse $WHEELHOUSE"
