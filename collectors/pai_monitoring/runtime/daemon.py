@@ -53,6 +53,16 @@ def run_once(config: DaemonConfig, runners: Sequence[CollectorRunner]) -> int:
 
 
 def serve(config: DaemonConfig, runners: list[CollectorRunner]) -> int:
+    writer: TextfileWriter | None = None
+    if config.textfile_directory is not None:
+        name = config.daemon.replace("-", "_") + ".prom"
+        refresh = min((o.interval for o in config.collectors.values()), default=30.0)
+        writer = TextfileWriter(
+            config.textfile_directory, name, lambda: render(file_registry(config.daemon, runners)), refresh
+        )
+        for runner in runners:
+            runner.set_listener(writer.notify)
+
     rejected = RejectCounter()
     try:
         server = ExporterServer(
@@ -68,15 +78,7 @@ def serve(config: DaemonConfig, runners: list[CollectorRunner]) -> int:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)  # noqa: TRY400
         return EXIT_FAILED
 
-    writer: TextfileWriter | None = None
-    if config.textfile_directory is not None:
-        name = config.daemon.replace("-", "_") + ".prom"
-        refresh = min((o.interval for o in config.collectors.values()), default=30.0)
-        writer = TextfileWriter(
-            config.textfile_directory, name, lambda: render(file_registry(config.daemon, runners)), refresh
-        )
-        for runner in runners:
-            runner.set_listener(writer.notify)
+    if writer is not None:
         writer.start()
 
     stop = threading.Event()

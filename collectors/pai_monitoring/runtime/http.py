@@ -70,7 +70,7 @@ class _Auth:
 
 class ExporterServer(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 64
+    request_queue_size = 512
 
     def __init__(
         self,
