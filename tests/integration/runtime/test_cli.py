@@ -53,7 +53,8 @@ def test_promtool_accepts_the_exposition() -> None:
         [promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True, timeout=60, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.strip() == "" and check.stderr.strip() == ""
+    assert check.stdout.strip() == ""
+    assert check.stderr.strip() == ""
 
 
 @pytest.mark.parametrize(

@@ -85,10 +85,11 @@ def test_https_with_basic_auth(tmp_path: Path, certificate: tuple[Path, Path]) -
     exporter.scheme = "https"
     ctx = ssl.create_default_context(cafile=str(cert))
     try:
+
         def fetch(headers: dict[str, str]) -> int:
             request = urllib.request.Request(f"{exporter.url}/metrics", headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=10, context=ctx) as response:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=10, context=ctx) as response:
                     return int(response.status)
             except urllib.error.HTTPError as exc:
                 return exc.code
@@ -97,7 +98,7 @@ def test_https_with_basic_auth(tmp_path: Path, certificate: tuple[Path, Path]) -
         assert fetch(_auth("prometheus", "wrong")) == 401
         assert fetch(_auth("nobody", "s3cret")) == 401
         assert fetch(_auth("prometheus", "s3cret")) == 200
-        with pytest.raises(OSError):  # plain HTTP on the TLS port is refused
-            urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5)  # noqa: S310
+        with pytest.raises(OSError):  # noqa: PT011 - reset or disconnect, either way refused; plain HTTP on the TLS port is refused
+            urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5)
     finally:
         exporter.stop()

@@ -75,6 +75,7 @@ def test_raising_collector_leaves_the_others_served() -> None:
         ["--collector.boom", "--collector.boom.interval=0.2", "--collector.steady", "--collector.steady.interval=0.2"]
     )
     try:
+
         def both_ran() -> bool:
             _, text = get(f"{exporter.url}/metrics")
             return 'collector_iteration_count_total{name="boom"} 2.0' in text and "pai_test_steady 1.0" in text

@@ -54,7 +54,7 @@ def test_node_exporter_serves_our_metrics_from_the_textfile(node_exporter: tuple
         wait_for(lambda: "pai_test_steady 1" in get(url)[1])
         body = get(url)[1]
         assert 'collector_iteration_count_total{name="node_health"}' in body
-        assert 'node_textfile_scrape_error 0' in body
+        assert "node_textfile_scrape_error 0" in body
         assert "process_resident_memory_bytes" not in (directory / "pai_job_exporter.prom").read_text()
     finally:
         exporter.stop()
@@ -78,9 +78,7 @@ WRITER = textwrap.dedent(
 def test_writer_killed_mid_write_leaves_the_previous_file(node_exporter: tuple[str, Path]) -> None:
     url, directory = node_exporter
     target = directory / "pai_job_exporter.prom"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE, text=True
-    )
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None
     assert writer.stdout.readline().strip() == "first written"
     # wait until the second, large write is under way in its temporary file, then kill the writer

@@ -32,7 +32,7 @@ def test_listen_addresses(text: str, host: str, port: int) -> None:
 
 @pytest.mark.parametrize("text", ["9102", "localhost", ":http", ":70000", "::1:9102", "[nothost]:1", "a b:1"])
 def test_bad_listen_addresses(text: str) -> None:
-    with pytest.raises(ConfigError, match="--web.listen-address"):
+    with pytest.raises(ConfigError, match=r"--web\.listen-address"):
         parse_listen_address(text)
 
 
@@ -89,7 +89,7 @@ def test_web_config_checks_hashes_and_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a bcrypt hash"):
         load_web_config(path)
     path.write_text("tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.key\n")
-    with pytest.raises(ConfigError, match="missing.pem does not exist"):
+    with pytest.raises(ConfigError, match=r"missing\.pem does not exist"):
         load_web_config(path)
     path.write_text("tls_server_config:\n  cert_file: a\n")
     with pytest.raises(ConfigError, match="needs both cert_file and key_file"):

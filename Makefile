@@ -1,0 +1,66 @@
+# pai-monitoring: the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+UNIT_MARKERS := not integration and not molecule and not e2e and not gpu_hardware
+
+.PHONY: help deps hosts check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel clean
+
+help:
+	@echo "make demo       sandbox cluster on this machine, deployed by playbooks/site.yml"
+	@echo "make demo-down  remove the sandbox"
+	@echo "make test       everything: lint, types, unit, rules, integration, molecule, end-to-end"
+	@echo "make check      the fast tier: lint, types, unit and rule tests"
+	@echo "make docs       regenerate docs/metrics.md and docs/alerts.md"
+	@echo "make bench      benchmarks (figures, not pass/fail)"
+
+deps:
+	tools/bootstrap.sh
+
+# systemd guest image, molecule virtualenv, wheelhouse (needed by the lint, molecule and end-to-end stages)
+hosts: deps
+	tests/hosts/setup.sh
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: deps
+	$(VENV)/bin/mypy
+
+unit: deps
+	$(PYTEST) -m "$(UNIT_MARKERS)"
+
+docs: deps
+	$(PY) -m pai_monitoring.metrics_doc docs/metrics.md
+	$(PY) tools/gen_alerts_doc.py
+
+check: hosts lint types unit
+
+integration: deps
+	$(PYTEST) -m integration
+
+molecule: hosts
+	tests/hosts/run-molecule.sh
+
+e2e: hosts
+	$(PYTEST) -m e2e tests/e2e
+
+test: check integration molecule e2e
+
+demo: hosts
+	sandbox/demo.sh up
+
+demo-down:
+	sandbox/demo.sh down
+
+bench: deps
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+wheel: deps
+	$(PY) -m build --wheel --outdir dist .
+
+clean:
+	rm -rf dist build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,138 @@
+"""Scrape latency and memory of pai-job-exporter against the real node_exporter, side by side in one run.
+
+Both run on 127.0.0.1 with their default collectors; scrapes alternate between them so that both see the same
+machine load. Reports p50/p99 scrape latency and resident memory (our figure is the PSS summed over the exporter and
+its children, so a GPU worker process is counted) as ratios ours / node_exporter's.
+
+    python bench/bench_exporter.py [--scrapes 300] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def scrape(url: str) -> float:
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=30) as response:
+        response.read()
+    return time.perf_counter() - start
+
+
+def memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS of the process, PSS summed over the process and its children)."""
+    proc = psutil.Process(pid)
+    rss = proc.memory_info().rss
+    pss = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            pss += p.memory_full_info().pss
+        except psutil.Error:
+            continue
+    return rss, pss
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scrapes", type=int, default=300)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if not node_exporter:
+        print("the real node_exporter is needed: apt-get install prometheus-node-exporter", file=sys.stderr)
+        return 2
+    ours_port, theirs_port = free_port(), free_port()
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "pai_monitoring.cli", f"--web.listen-address=127.0.0.1:{ours_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    theirs = subprocess.Popen(
+        [node_exporter, f"--web.listen-address=127.0.0.1:{theirs_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        ours_url, theirs_url = f"http://127.0.0.1:{ours_port}/metrics", f"http://127.0.0.1:{theirs_port}/metrics"
+        wait_up(ours_url)
+        wait_up(theirs_url)
+        time.sleep(2)  # let the first collection cycles finish
+        lat: dict[str, list[float]] = {"ours": [], "node_exporter": []}
+        for _ in range(args.scrapes):
+            lat["ours"].append(scrape(ours_url))
+            lat["node_exporter"].append(scrape(theirs_url))
+        ours_rss, ours_pss = memory_bytes(ours.pid)
+        theirs_rss, _ = memory_bytes(theirs.pid)
+    finally:
+        for proc in (ours, theirs):
+            proc.terminate()
+            proc.wait(10)
+    result = {
+        "scrapes": args.scrapes,
+        "p50_ms": {k: percentile(v, 0.5) * 1000 for k, v in lat.items()},
+        "p99_ms": {k: percentile(v, 0.99) * 1000 for k, v in lat.items()},
+        "mean_ms": {k: statistics.fmean(v) * 1000 for k, v in lat.items()},
+        "rss_mib": {
+            "ours": ours_rss / 2**20,
+            "ours_pss_with_children": ours_pss / 2**20,
+            "node_exporter": theirs_rss / 2**20,
+        },
+    }
+    result["ratios"] = {
+        "p50": result["p50_ms"]["ours"] / result["p50_ms"]["node_exporter"],
+        "p99": result["p99_ms"]["ours"] / result["p99_ms"]["node_exporter"],
+        "memory": result["rss_mib"]["ours_pss_with_children"] / result["rss_mib"]["node_exporter"],
+    }
+    print(
+        f"scrape latency p50: ours {result['p50_ms']['ours']:.2f} ms, node_exporter "
+        f"{result['p50_ms']['node_exporter']:.2f} ms, ratio {result['ratios']['p50']:.2f}"
+    )
+    print(
+        f"scrape latency p99: ours {result['p99_ms']['ours']:.2f} ms, node_exporter "
+        f"{result['p99_ms']['node_exporter']:.2f} ms, ratio {result['ratios']['p99']:.2f}"
+    )
+    print(
+        f"memory: ours RSS {ours_rss / 2**20:.1f} MiB (PSS with children {ours_pss / 2**20:.1f} MiB), "
+        f"node_exporter RSS {theirs_rss / 2**20:.1f} MiB, ratio {result['ratios']['memory']:.2f}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
