@@ -72,15 +72,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scrapes", type=int, default=300)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--with-hanging-collector",
+        action="store_true",
+        help="also run a test collector that blocks forever inside collect() (scrapes must not notice)",
+    )
     args = parser.parse_args()
     node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     if not node_exporter:
         print("the real node_exporter is needed: apt-get install prometheus-node-exporter", file=sys.stderr)
         return 2
     ours_port, theirs_port = free_port(), free_port()
+    command = [sys.executable, "-m", "pai_monitoring.cli"]
+    if args.with_hanging_collector:
+        command = [
+            sys.executable,
+            "-m",
+            "tests.support.run_exporter",
+            "--collector.hang",
+            "--collector.hang.hang-after=0",
+        ]
     ours = subprocess.Popen(
-        [sys.executable, "-m", "pai_monitoring.cli", f"--web.listen-address=127.0.0.1:{ours_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*command, f"--web.listen-address=127.0.0.1:{ours_port}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     theirs = subprocess.Popen(
         [node_exporter, f"--web.listen-address=127.0.0.1:{theirs_port}"],

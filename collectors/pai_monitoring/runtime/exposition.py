@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector as PromCollector
 
 from pai_monitoring import __version__
 from pai_monitoring.runtime.metrics import MetricSpec
-from pai_monitoring.runtime.scheduler import CollectorRunner
+from pai_monitoring.runtime.scheduler import CollectorRunner, RunnerStatus
 
 ITERATIONS = MetricSpec(
     "collector_iteration_count_total",
@@ -59,25 +59,49 @@ class RejectCounter:
             self.value += 1
 
 
-class SnapshotCollector(PromCollector):
-    """A ``prometheus_client`` collector that serves the runners' fresh snapshots and their health."""
+class _Families(PromCollector):
+    """A fixed list of families, so that ``generate_latest`` can render them."""
 
-    def __init__(self, daemon: str, runners: Sequence[CollectorRunner], rejected: RejectCounter | None = None) -> None:
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def render_families(families: Iterable[Metric]) -> bytes:
+    """The text exposition of some families. Collectors' snapshots are rendered once, in their own thread."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
+
+
+class Exposition:
+    """What one scrape serves: each fresh snapshot's pre-rendered text, the runtime's own metrics and, for HTTP,
+    the process's ``process_*``/``python_*`` metrics.
+
+    A snapshot is rendered once, when its collector finishes, so a scrape only joins bytes: a big snapshot (a
+    150,000-pod cluster) costs its collector thread, not every scrape. Collectors never share a family name
+    (a test checks), so joining their texts is a valid exposition.
+    """
+
+    def __init__(
+        self, daemon: str, runners: Sequence[CollectorRunner], rejected: RejectCounter | None, with_process: bool
+    ) -> None:
         self._daemon = daemon
         self._runners = runners
         self._rejected = rejected
+        self._process: CollectorRegistry | None = None
+        if with_process:
+            self._process = CollectorRegistry(auto_describe=False)
+            ProcessCollector(registry=self._process)
+            PlatformCollector(registry=self._process)
+            GCCollector(registry=self._process)
 
-    def describe(self) -> Iterable[Metric]:
-        """Nothing: describing must never touch a collector (NVML, the Kubernetes API)."""
-        return ()
-
-    def collect(self) -> Iterable[Metric]:
+    def _runtime_families(self, statuses: Sequence[RunnerStatus]) -> list[Metric]:
         iterations, duration = ITERATIONS.counter(), DURATION.gauge()
         success, last_success = SUCCESS.gauge(), LAST_SUCCESS.gauge()
-        for runner in self._runners:
-            status = runner.status()
-            if status.snapshot is not None:
-                yield from status.snapshot.families
+        for status in statuses:
             iterations.add_metric([status.name], status.iterations)
             success.add_metric([status.name], 1.0 if status.success else 0.0)
             if status.duration_seconds is not None:
@@ -86,29 +110,31 @@ class SnapshotCollector(PromCollector):
                 last_success.add_metric([status.name], status.last_success_wall)
         build = BUILD_INFO.gauge()
         build.add_metric([__version__, self._daemon], 1.0)
-        yield from (iterations, duration, success, last_success, build)
+        families: list[Metric] = [iterations, duration, success, last_success, build]
         if self._rejected is not None:
             rejected = REJECTED.counter()
             rejected.add_metric([], self._rejected.value)
-            yield rejected
+            families.append(rejected)
+        return families
+
+    def render(self) -> bytes:
+        statuses = [runner.status() for runner in self._runners]
+        parts = [status.snapshot.rendered for status in statuses if status.snapshot is not None]
+        parts.append(render_families(self._runtime_families(statuses)))
+        if self._process is not None:
+            parts.append(generate_latest(self._process))
+        return b"".join(parts)
 
 
-def http_registry(daemon: str, runners: Sequence[CollectorRunner], rejected: RejectCounter) -> CollectorRegistry:
-    """The registry behind ``/metrics``: snapshots, runtime metrics and the process's own ``process_*``/``python_*``."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(daemon, runners, rejected))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
+def http_registry(daemon: str, runners: Sequence[CollectorRunner], rejected: RejectCounter) -> Exposition:
+    """What ``/metrics`` serves: snapshots, runtime metrics and the process's own ``process_*``/``python_*``."""
+    return Exposition(daemon, runners, rejected, with_process=True)
 
 
-def file_registry(daemon: str, runners: Sequence[CollectorRunner]) -> CollectorRegistry:
-    """The registry for the textfile and ``--once``: no ``process_*`` series, which node_exporter has of its own."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(daemon, runners))
-    return registry
+def file_registry(daemon: str, runners: Sequence[CollectorRunner]) -> Exposition:
+    """For the textfile and ``--once``: no ``process_*`` series, which node_exporter has of its own."""
+    return Exposition(daemon, runners, None, with_process=False)
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+def render(exposition: Exposition) -> bytes:
+    return exposition.render()

@@ -21,11 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import bcrypt
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pai_monitoring import __version__
 from pai_monitoring.runtime.config import ListenAddress
-from pai_monitoring.runtime.exposition import RejectCounter, render
+from pai_monitoring.runtime.exposition import Exposition, RejectCounter
 from pai_monitoring.runtime.scheduler import CollectorRunner
 from pai_monitoring.runtime.webconfig import WebConfig
 
@@ -76,7 +76,7 @@ class ExporterServer(ThreadingHTTPServer):
         self,
         listen: ListenAddress,
         daemon: str,
-        registry: CollectorRegistry,
+        exposition: Exposition,
         runners: Sequence[CollectorRunner],
         web: WebConfig,
         max_requests: int,
@@ -85,7 +85,7 @@ class ExporterServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         super().__init__((listen.host, listen.port), _Handler)
         self.daemon_name = daemon
-        self.registry = registry
+        self.exposition = exposition
         self.runners = runners
         self.slots = threading.BoundedSemaphore(max_requests)
         self.rejected = rejected
@@ -156,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = _dispatch
 
     def _metrics(self) -> None:
-        body = render(self.server.registry)
+        body = self.server.exposition.render()
         if "gzip" in self.headers.get("Accept-Encoding", ""):
             self._send(200, gzip.compress(body, 1), CONTENT_TYPE_LATEST, {"Content-Encoding": "gzip"})
         else:

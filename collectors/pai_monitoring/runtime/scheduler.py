@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +23,17 @@ from pai_monitoring.runtime.collector import Collector, CollectorOptions
 log = logging.getLogger(__name__)
 
 
+def _render_families(families: Iterable[Metric]) -> bytes:
+    from pai_monitoring.runtime.exposition import render_families
+
+    return render_families(families)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     families: tuple[Metric, ...]
+    rendered: bytes
+    """The families in the text exposition format, rendered once in the collector's thread."""
     taken_monotonic: float
     taken_wall: float
 
@@ -54,12 +62,14 @@ class CollectorRunner:
         options: CollectorOptions,
         factory: Callable[[], Collector[Any]],
         on_update: Callable[[], None] | None = None,
+        render: Callable[[Iterable[Metric]], bytes] | None = None,
     ) -> None:
         self.name = name
         self.options = options
         self._factory = factory
         self._collector: Collector[Any] | None = None
         self._on_update = on_update
+        self._render = render or _render_families
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,8 +98,10 @@ class CollectorRunner:
             self._started_at = start
         error: str | None = None
         families: tuple[Metric, ...] = ()
+        rendered = b""
         try:
             families = tuple(self._ensure_collector().collect())
+            rendered = self._render(families)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("collector=%s iteration failed: %s", self.name, error, exc_info=log.isEnabledFor(logging.DEBUG))
@@ -104,7 +116,7 @@ class CollectorRunner:
             self._last_ok = error is None
             self._last_error = error
             if error is None:
-                self._snapshot = Snapshot(families, end, time.time())
+                self._snapshot = Snapshot(families, rendered, end, time.time())
                 self._last_success_wall = self._snapshot.taken_wall
         if error is None and self._on_update is not None:
             self._on_update()
