@@ -13,9 +13,13 @@ from pai_monitoring.runtime.collector import Collector
 
 JOB_EXPORTER: dict[str, str] = {
     "node_health": "pai_monitoring.node_health:NodeHealthCollector",
+    "gpu": "pai_monitoring.gpu.collector:GpuCollector",
+    "jobs": "pai_monitoring.jobs.collector:JobsCollector",
 }
 
-WATCHDOG: dict[str, str] = {}
+WATCHDOG: dict[str, str] = {
+    "kubernetes": "pai_monitoring.watchdog.collector:KubernetesCollector",
+}
 
 DAEMONS: dict[str, dict[str, str]] = {"pai-job-exporter": JOB_EXPORTER, "pai-watchdog": WATCHDOG}
 

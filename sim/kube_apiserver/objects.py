@@ -7,6 +7,7 @@ the shape the API server gives. Tests may build models by hand instead and pass 
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -17,19 +18,19 @@ _SERIALISER = client.ApiClient()
 
 NODE_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
 POD_CONDITIONS = ("Initialized", "PodScheduled", "ContainersReady", "Ready")
-CREATED = "2026-01-01T00:00:00Z"
+CREATED = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def to_json(obj: Any) -> dict[str, Any]:
     """The JSON form of a client model (``V1Pod``, ``V1Node``, ...), as the client itself serialises it."""
-    data = _SERIALISER.sanitize_for_serialization(obj)
+    data = _SERIALISER.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
     if not isinstance(data, dict):
         raise TypeError(f"expected an object, got {type(obj).__name__}")
     return data
 
 
 def _status(value: object) -> str:
-    """``true``/``false``/``unknown`` (as YAML booleans or strings) to a condition status ``True``/``False``/``Unknown``."""
+    """``true``/``false``/other (YAML booleans or strings) to a condition status ``True``/``False``/``Unknown``."""
     if isinstance(value, bool):
         return "True" if value else "False"
     text = str(value).strip().lower()

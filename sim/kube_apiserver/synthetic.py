@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from kube_apiserver.objects import build_node, build_pod, dumps, to_json
+from kube_apiserver.objects import CREATED, build_node, build_pod, dumps, to_json
 
 _FIELDS = ("name", "node", "host_ip", "job", "app", "uid")
 
@@ -36,28 +36,33 @@ def _padding() -> dict[str, Any]:
 
 def _pod_template(spec: dict[str, Any]) -> str:
     pod = build_pod(spec)
-    for container in pod.spec.containers:
+    pod_spec, meta = pod.spec, pod.metadata
+    if pod_spec is None or meta is None:
+        raise TypeError("build_pod returned a pod without spec or metadata")
+    for container in pod_spec.containers:
         padding = _padding()
         container.env = padding["env"]
         container.volume_mounts = padding["volume_mounts"]
         container.command = ["/bin/sh", "-c", "python train.py --epochs 100 --data /mnt/data0"]
-    pod.spec.tolerations = [
+    pod_spec.tolerations = [
         client.V1Toleration(key="node.kubernetes.io/not-ready", operator="Exists", effect="NoExecute"),
         client.V1Toleration(key="node.kubernetes.io/unreachable", operator="Exists", effect="NoExecute"),
     ]
-    pod.metadata.uid = "@@uid@@"
-    pod.metadata.annotations = {"pai.example/job-config": "@@job@@:" + "x" * 200}
-    pod.metadata.owner_references = [
-        client.V1OwnerReference(api_version="batch/v1", kind="Job", name="@@job@@", uid="owner-@@uid@@", controller=True)
+    meta.uid = "@@uid@@"
+    meta.annotations = {"pai.example/job-config": "@@job@@:" + "x" * 200}
+    meta.owner_references = [
+        client.V1OwnerReference(
+            api_version="batch/v1", kind="Job", name="@@job@@", uid="owner-@@uid@@", controller=True
+        )
     ]
-    pod.metadata.managed_fields = [
+    meta.managed_fields = [
         client.V1ManagedFieldsEntry(
             api_version="v1",
             fields_type="FieldsV1",
             fields_v1={"f:metadata": {"f:labels": {".": {}, "f:jobName": {}}}, "f:spec": {"f:containers": {}}},
             manager="kubelet",
             operation="Update",
-            time="2026-01-01T00:00:00Z",
+            time=CREATED,
         )
     ]
     return _template(to_json(pod))
@@ -95,16 +100,18 @@ class SyntheticCluster:
                     **job,
                     "phase": "Failed",
                     "ready": False,
-                    "containers": [{"name": "worker", "gpus": 1, "state": "terminated", "reason": "Error",
-                                    "exit_code": 1}],
+                    "containers": [
+                        {"name": "worker", "gpus": 1, "state": "terminated", "reason": "Error", "exit_code": 1}
+                    ],
                 }
             ),
             "crashloop": _pod_template(
                 {
                     **job,
                     "ready": False,
-                    "containers": [{"name": "worker", "gpus": 1, "state": "waiting", "reason": "CrashLoopBackOff",
-                                    "restarts": 7}],
+                    "containers": [
+                        {"name": "worker", "gpus": 1, "state": "waiting", "reason": "CrashLoopBackOff", "restarts": 7}
+                    ],
                 }
             ),
             "service": _pod_template(
@@ -119,10 +126,18 @@ class SyntheticCluster:
         self._templates = templates
         self._node_templates = {
             "ok": _template(to_json(build_node({"name": "@@name@@", "ip": "@@host_ip@@", "gpus": self.gpus_per_node}))),
-            "notready": _template(to_json(build_node(
-                {"name": "@@name@@", "ip": "@@host_ip@@", "gpus": self.gpus_per_node, "ready": False}))),
-            "cordoned": _template(to_json(build_node(
-                {"name": "@@name@@", "ip": "@@host_ip@@", "gpus": self.gpus_per_node, "unschedulable": True}))),
+            "notready": _template(
+                to_json(
+                    build_node({"name": "@@name@@", "ip": "@@host_ip@@", "gpus": self.gpus_per_node, "ready": False})
+                )
+            ),
+            "cordoned": _template(
+                to_json(
+                    build_node(
+                        {"name": "@@name@@", "ip": "@@host_ip@@", "gpus": self.gpus_per_node, "unschedulable": True}
+                    )
+                )
+            ),
         }
 
     def node_name(self, index: int) -> str:
@@ -130,7 +145,7 @@ class SyntheticCluster:
 
     @staticmethod
     def node_ip(index: int) -> str:
-        return f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
+        return f"10.{128 + ((index >> 16) & 127)}.{(index >> 8) & 255}.{index & 255}"
 
     def node_json(self, index: int) -> str:
         kind = "notready" if index % 500 == 7 else "cordoned" if index % 1000 == 3 else "ok"

@@ -1,0 +1,99 @@
+"""What the NVML worker sends back: immutable named tuples, pickled over a pipe.
+
+Named tuples rather than dataclasses because the worker is a second Python process per exporter and ``dataclasses``
+(with ``inspect``) would add about 1.2 MB to it.
+
+Readings keep NVML's own units (milliwatts, millijoules, MHz, percent); conversion to base units happens where the
+metrics are built. ``None`` means the driver does not report the value (NOT_SUPPORTED and similar).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+NvmlStatus = Literal["ok", "library_not_found", "driver_not_loaded", "error"]
+NVML_STATUSES: tuple[NvmlStatus, ...] = ("ok", "library_not_found", "driver_not_loaded", "error")
+
+
+class ProcessReading(NamedTuple):
+    """A process with a context on a GPU (host PID)."""
+
+    pid: int
+    used_memory_bytes: int | None
+    graphics: bool = False
+
+
+class MigReading(NamedTuple):
+    """One MIG device (a GPU instance with a compute instance) of a GPU in MIG mode."""
+
+    uuid: str
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    profile: str
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+
+
+class DeviceReading(NamedTuple):
+    """Everything read from one physical GPU in one cycle."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: it is the NVML index
+    lost: bool = False
+    error: str | None = None
+    """Why the GPU could not be read at all (other than being lost), e.g. ``Insufficient Permissions``."""
+    minor_number: int | None = None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    name: str | None = None
+    utilization_gpu_percent: int | None = None
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None
+    temperature_celsius: int | None = None
+    power_milliwatts: int | None = None
+    power_limit_milliwatts: int | None = None
+    energy_millijoules: int | None = None
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    fan_percent: int | None = None
+    pcie_replay_count: int | None = None
+    ecc_corrected_volatile: int | None = None
+    ecc_uncorrected_volatile: int | None = None
+    retired_pages_single_bit: int | None = None
+    retired_pages_double_bit: int | None = None
+    retired_pages_pending: bool | None = None
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+    clock_event_reasons: int | None = None
+    performance_state: int | None = None
+    mig_mode: bool | None = None
+    mig_devices: tuple[MigReading, ...] = ()
+    processes: tuple[ProcessReading, ...] = ()
+
+
+class XidCount(NamedTuple):
+    """Xid events of one code on one GPU, counted since the worker started."""
+
+    minor_number: str
+    xid: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count on purpose
+    last_seen: float
+    """Unix time of the latest event."""
+
+
+class Snapshot(NamedTuple):
+    """One answer of the worker."""
+
+    status: NvmlStatus
+    detail: str = ""
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    devices: tuple[DeviceReading, ...] = ()
+    xids: tuple[XidCount, ...] = ()
+    """Cumulative counts since this worker process started (not since the last snapshot)."""
+    nvml_calls: int = 0
+    """NVML calls made for this snapshot (the Xid thread's waits not included)."""
+    library_seconds: float = 0.0
+    """Wall time spent inside those NVML calls."""
+    worker_pid: int = 0

@@ -1,0 +1,325 @@
+"""Reading GPUs through ``pynvml``: the thin adapter between NVML and our snapshot dataclasses.
+
+Runs only inside the worker process (:mod:`pai_monitoring.gpu.worker`), never in the exporter itself, because any
+call here can block inside the driver.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pynvml
+
+from pai_monitoring.gpu.model import DeviceReading, MigReading, ProcessReading, Snapshot, XidCount
+from pai_monitoring.gpu.worker_log import log
+
+PSTATE_UNKNOWN = 32
+XID_WAIT_MS = 500
+
+
+def cuda_version_text(version: int) -> str:
+    """NVML's CUDA driver version (``12040``) as ``12.4``."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def mig_profile(name: str) -> str:
+    """The profile of a MIG device from its name (``NVIDIA A100-SXM4-40GB MIG 1g.5gb`` -> ``1g.5gb``)."""
+    _, sep, profile = name.partition(" MIG ")
+    return profile.strip() if sep else name
+
+
+def handle_key(handle: Any) -> int:
+    """A device handle's address, to recognise the device an event came from."""
+    return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
+
+
+class CallCounter:
+    """Makes NVML calls, counting them and the time spent inside the library."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.calls += 1
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def optional(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """The call's result, or ``None`` where the GPU does not support it. A lost GPU still raises."""
+        try:
+            return self(fn, *args)
+        except pynvml.NVMLError_GpuIsLost:
+            raise
+        except pynvml.NVMLError as exc:
+            log.debug("%s: %s", getattr(fn, "__name__", fn), exc)
+            return None
+
+
+class XidWatcher:
+    """Counts Xid events per (minor number, Xid code) from an NVML event set, in a background thread.
+
+    The event set is created and the GPUs registered in the constructor, so every event after the constructor
+    returns is seen. Counts are cumulative for the life of this process.
+    """
+
+    def __init__(self, handles: list[Any], minor_by_handle: dict[int, str]) -> None:
+        self._minor_by_handle = dict(minor_by_handle)
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, int], tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._event_set = pynvml.nvmlEventSetCreate()
+        for handle in handles:
+            try:
+                pynvml.nvmlDeviceRegisterEvents(handle, pynvml.nvmlEventTypeXidCriticalError, self._event_set)
+            except pynvml.NVMLError as exc:
+                log.info("Xid events not available on one GPU: %s", exc)
+        self._thread = threading.Thread(target=self._run, name="nvml-xid-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = pynvml.nvmlEventSetWait_v2(self._event_set, XID_WAIT_MS)
+            except pynvml.NVMLError_Timeout:
+                continue
+            except pynvml.NVMLError as exc:
+                log.warning("waiting for NVML events failed: %s", exc)
+                self._stop.wait(5.0)
+                continue
+            if data.eventType & pynvml.nvmlEventTypeXidCriticalError:
+                minor = self._minor_by_handle.get(handle_key(data.device), "unknown")
+                key = (minor, int(data.eventData))
+                with self._lock:
+                    count, _ = self._counts.get(key, (0, 0.0))
+                    self._counts[key] = (count + 1, time.time())
+
+    def totals(self) -> tuple[XidCount, ...]:
+        with self._lock:
+            items = sorted(self._counts.items())
+        return tuple(XidCount(minor, xid, count, last) for (minor, xid), (count, last) in items)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class NvmlSession:
+    """An initialised NVML library and what stays constant while it is: versions, minor numbers, the Xid watcher."""
+
+    def __init__(self) -> None:
+        self.initialised = False
+        self.driver_version: str | None = None
+        self.cuda_version: str | None = None
+        self._minor_cache: dict[int, int] = {}
+        self._uuid_cache: dict[int, str] = {}
+        self._use_event_reasons = True
+        self._xid: XidWatcher | None = None
+
+    def _init(self) -> Snapshot | None:
+        """Initialise NVML; a snapshot describing the failure when it cannot be."""
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError_LibraryNotFound as exc:
+            return Snapshot(status="library_not_found", detail=str(exc))
+        except pynvml.NVMLError_DriverNotLoaded as exc:
+            return Snapshot(status="driver_not_loaded", detail=str(exc))
+        except pynvml.NVMLError as exc:
+            return Snapshot(status="error", detail=f"nvmlInit: {exc}")
+        self.initialised = True
+        counter = CallCounter()
+        version = counter.optional(pynvml.nvmlSystemGetDriverVersion)
+        self.driver_version = str(version) if version is not None else None
+        cuda = counter.optional(pynvml.nvmlSystemGetCudaDriverVersion_v2)
+        self.cuda_version = cuda_version_text(int(cuda)) if cuda is not None else None
+        return None
+
+    def _start_xid_watcher(self, handles: dict[int, Any], devices: tuple[DeviceReading, ...]) -> None:
+        minors = {
+            handle_key(handles[d.index]): str(d.minor_number)
+            for d in devices
+            if d.index in handles and d.minor_number is not None
+        }
+        try:
+            self._xid = XidWatcher(list(handles.values()), minors)
+        except pynvml.NVMLError as exc:
+            log.warning("NVML events are not available, Xid errors will not be counted: %s", exc)
+
+    def snapshot(self) -> Snapshot:
+        if not self.initialised:
+            failure = self._init()
+            if failure is not None:
+                return failure
+        counter = CallCounter()
+        try:
+            count = int(counter(pynvml.nvmlDeviceGetCount))
+        except pynvml.NVMLError as exc:
+            return Snapshot(status="error", detail=f"nvmlDeviceGetCount: {exc}")
+        handles: dict[int, Any] = {}
+        devices = tuple(self._read_device(counter, index, handles) for index in range(count))
+        if self._xid is None:
+            self._start_xid_watcher(handles, devices)
+        return Snapshot(
+            status="ok",
+            driver_version=self.driver_version,
+            cuda_version=self.cuda_version,
+            devices=devices,
+            xids=self._xid.totals() if self._xid is not None else (),
+            nvml_calls=counter.calls,
+            library_seconds=counter.seconds,
+        )
+
+    def _read_device(self, call: CallCounter, index: int, handles: dict[int, Any]) -> DeviceReading:
+        try:
+            handle = call(pynvml.nvmlDeviceGetHandleByIndex, index)
+            handles[index] = handle
+            return self._read_handle(call, index, handle)
+        except pynvml.NVMLError_GpuIsLost:
+            return DeviceReading(
+                index=index, lost=True, minor_number=self._minor_cache.get(index), uuid=self._uuid_cache.get(index)
+            )
+        except pynvml.NVMLError as exc:
+            return DeviceReading(index=index, error=str(exc))
+
+    def _clock_event_reasons(self, call: CallCounter, handle: Any) -> int | None:
+        if self._use_event_reasons:
+            try:
+                return int(call(pynvml.nvmlDeviceGetCurrentClocksEventReasons, handle))
+            except pynvml.NVMLError_FunctionNotFound:
+                self._use_event_reasons = False  # a driver older than the "clock event" naming
+            except pynvml.NVMLError_GpuIsLost:
+                raise
+            except pynvml.NVMLError:
+                return None
+        value = call.optional(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+        return int(value) if value is not None else None
+
+    def _read_handle(self, call: CallCounter, index: int, handle: Any) -> DeviceReading:
+        opt = call.optional
+        minor = opt(pynvml.nvmlDeviceGetMinorNumber, handle)
+        uuid = opt(pynvml.nvmlDeviceGetUUID, handle)
+        if minor is not None:
+            self._minor_cache[index] = int(minor)
+        if uuid is not None:
+            self._uuid_cache[index] = str(uuid)
+        pci = opt(pynvml.nvmlDeviceGetPciInfo, handle)
+        util = opt(pynvml.nvmlDeviceGetUtilizationRates, handle)
+        memory = opt(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        ecc_corrected = opt(
+            pynvml.nvmlDeviceGetTotalEccErrors,
+            handle,
+            pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+            pynvml.NVML_VOLATILE_ECC,
+        )
+        ecc_uncorrected = opt(
+            pynvml.nvmlDeviceGetTotalEccErrors,
+            handle,
+            pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+            pynvml.NVML_VOLATILE_ECC,
+        )
+        single = opt(
+            pynvml.nvmlDeviceGetRetiredPages, handle, pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+        )
+        double = opt(pynvml.nvmlDeviceGetRetiredPages, handle, pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+        retired_pending = opt(pynvml.nvmlDeviceGetRetiredPagesPendingStatus, handle)
+        remap = opt(pynvml.nvmlDeviceGetRemappedRows, handle)
+        pstate = opt(pynvml.nvmlDeviceGetPerformanceState, handle)
+        mig_mode = opt(pynvml.nvmlDeviceGetMigMode, handle)
+        mig_on = bool(mig_mode[0]) if mig_mode is not None else None
+        return DeviceReading(
+            index=index,
+            minor_number=int(minor) if minor is not None else None,
+            uuid=str(uuid) if uuid is not None else None,
+            pci_bus_id=_text(pci.busId) if pci is not None else None,
+            name=_text(opt(pynvml.nvmlDeviceGetName, handle)),
+            utilization_gpu_percent=int(util.gpu) if util is not None else None,
+            memory_total_bytes=int(memory.total) if memory is not None else None,
+            memory_used_bytes=int(memory.used) if memory is not None else None,
+            temperature_celsius=_int(opt(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU)),
+            power_milliwatts=_int(opt(pynvml.nvmlDeviceGetPowerUsage, handle)),
+            power_limit_milliwatts=_int(opt(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)),
+            energy_millijoules=_int(opt(pynvml.nvmlDeviceGetTotalEnergyConsumption, handle)),
+            sm_clock_mhz=_int(opt(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_SM)),
+            memory_clock_mhz=_int(opt(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_MEM)),
+            fan_percent=_int(opt(pynvml.nvmlDeviceGetFanSpeed, handle)),
+            pcie_replay_count=_int(opt(pynvml.nvmlDeviceGetPcieReplayCounter, handle)),
+            ecc_corrected_volatile=_int(ecc_corrected),
+            ecc_uncorrected_volatile=_int(ecc_uncorrected),
+            retired_pages_single_bit=len(single) if single is not None else None,
+            retired_pages_double_bit=len(double) if double is not None else None,
+            retired_pages_pending=bool(retired_pending) if retired_pending is not None else None,
+            remapped_rows_correctable=int(remap[0]) if remap is not None else None,
+            remapped_rows_uncorrectable=int(remap[1]) if remap is not None else None,
+            remapped_rows_pending=bool(remap[2]) if remap is not None else None,
+            remapped_rows_failure=bool(remap[3]) if remap is not None else None,
+            clock_event_reasons=self._clock_event_reasons(call, handle),
+            performance_state=int(pstate) if pstate is not None and int(pstate) != PSTATE_UNKNOWN else None,
+            mig_mode=mig_on,
+            mig_devices=self._read_mig(call, handle) if mig_on else (),
+            processes=self._read_processes(call, handle),
+        )
+
+    def _read_processes(self, call: CallCounter, handle: Any) -> tuple[ProcessReading, ...]:
+        found: dict[int, ProcessReading] = {}
+        for fn, graphics in (
+            (pynvml.nvmlDeviceGetComputeRunningProcesses, False),
+            (pynvml.nvmlDeviceGetGraphicsRunningProcesses, True),
+        ):
+            for proc in call.optional(fn, handle) or ():
+                pid = int(proc.pid)
+                used = int(proc.usedGpuMemory) if proc.usedGpuMemory is not None else None
+                if pid in found and found[pid].used_memory_bytes is not None and used is not None:
+                    used = max(used, found[pid].used_memory_bytes or 0)
+                if pid not in found or used is not None:
+                    found[pid] = ProcessReading(pid=pid, used_memory_bytes=used, graphics=graphics)
+        return tuple(found[pid] for pid in sorted(found))
+
+    def _read_mig(self, call: CallCounter, handle: Any) -> tuple[MigReading, ...]:
+        opt = call.optional
+        slots = opt(pynvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+        result: list[MigReading] = []
+        for slot in range(int(slots)):
+            mig = opt(pynvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, slot)
+            if mig is None:
+                continue
+            uuid = opt(pynvml.nvmlDeviceGetUUID, mig)
+            memory = opt(pynvml.nvmlDeviceGetMemoryInfo, mig)
+            name = _text(opt(pynvml.nvmlDeviceGetName, mig))
+            result.append(
+                MigReading(
+                    uuid=str(uuid) if uuid is not None else f"slot-{slot}",
+                    gpu_instance_id=_int(opt(pynvml.nvmlDeviceGetGpuInstanceId, mig)),
+                    compute_instance_id=_int(opt(pynvml.nvmlDeviceGetComputeInstanceId, mig)),
+                    profile=mig_profile(name) if name else "",
+                    memory_used_bytes=int(memory.used) if memory is not None else None,
+                    memory_total_bytes=int(memory.total) if memory is not None else None,
+                )
+            )
+        return tuple(result)
+
+    def close(self) -> None:
+        if self._xid is not None:
+            self._xid.stop()
+        if self.initialised:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError as exc:
+                log.debug("nvmlShutdown: %s", exc)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)

@@ -1,0 +1,157 @@
+"""The metric families of the ``jobs`` collector: the original job-exporter's task, service and health metrics,
+plus the counters its final dashboards queried."""
+
+from __future__ import annotations
+
+from pai_monitoring.jobs.identity import TASK_LABELS
+from pai_monitoring.runtime.metrics import MetricSpec, MetricType
+
+TASK_GPU_LABELS = (*TASK_LABELS, "minor_number")
+
+
+def _task(name: str, kind: MetricType, text: str, labels: tuple[str, ...] = TASK_LABELS) -> MetricSpec:
+    return MetricSpec(name, kind, text, labels)
+
+
+TASK_CPU_PERCENT = _task(
+    "task_cpu_percent",
+    "gauge",
+    "CPU use of the job's containers in percent of one core over the last collection interval (can exceed 100).",
+)
+TASK_CPU_SECONDS = _task("task_cpu_seconds_total", "counter", "CPU time used by the job's containers in seconds.")
+TASK_MEM_USAGE = _task(
+    "task_mem_usage_byte", "gauge", "Memory used by the job's containers in bytes (usage minus inactive file cache)."
+)
+TASK_MEM_LIMIT = _task(
+    "task_mem_limit_byte",
+    "gauge",
+    "Memory limit of the job's containers in bytes; the host's total memory when a container has none.",
+)
+TASK_MEM_PERCENT = _task("task_mem_usage_percent", "gauge", "task_mem_usage_byte / task_mem_limit_byte x 100.")
+TASK_BLOCK_IN = _task("task_block_in_byte", "gauge", "Bytes the job's containers have read from block devices.")
+TASK_BLOCK_OUT = _task("task_block_out_byte", "gauge", "Bytes the job's containers have written to block devices.")
+TASK_NET_IN = _task(
+    "task_net_in_byte",
+    "gauge",
+    "Bytes per second received by the job's own network namespace over the last interval (loopback excluded).",
+)
+TASK_NET_OUT = _task(
+    "task_net_out_byte",
+    "gauge",
+    "Bytes per second sent by the job's own network namespace over the last interval (loopback excluded).",
+)
+TASK_NET_RX = _task(
+    "task_network_receive_bytes_total",
+    "counter",
+    "Bytes received by the job's own network namespace, loopback excluded; absent for host-network jobs.",
+)
+TASK_NET_TX = _task(
+    "task_network_transmit_bytes_total",
+    "counter",
+    "Bytes sent by the job's own network namespace, loopback excluded; absent for host-network jobs.",
+)
+TASK_GPU_PERCENT = _task(
+    "task_gpu_percent",
+    "gauge",
+    "Utilisation of a GPU the job uses, in percent: the whole card's value, the same for every job sharing it.",
+    TASK_GPU_LABELS,
+)
+TASK_GPU_MEM_PERCENT = _task(
+    "task_gpu_mem_percent",
+    "gauge",
+    "Framebuffer use of a GPU the job uses, in percent of the card: the whole card's value.",
+    TASK_GPU_LABELS,
+)
+TASK_GPU_MEMORY = _task(
+    "task_gpu_memory_bytes",
+    "gauge",
+    "GPU memory in bytes held by the job's own processes on this GPU, as NVML reports per process.",
+    TASK_GPU_LABELS,
+)
+TASK_INFO = MetricSpec(
+    "task_info",
+    "gauge",
+    "One series per container or Slurm job of a job: runtime, container id and Kubernetes pod, value 1.",
+    (*TASK_LABELS, "runtime", "container_id", "pod_name", "namespace", "container", "qos_class"),
+)
+
+SERVICE_LABELS = ("name",)
+SERVICE_CPU_PERCENT = MetricSpec(
+    "service_cpu_percent",
+    "gauge",
+    "CPU use of a service in percent of one core over the last interval.",
+    SERVICE_LABELS,
+)
+SERVICE_MEM_USAGE = MetricSpec("service_mem_usage_byte", "gauge", "Memory used by a service in bytes.", SERVICE_LABELS)
+SERVICE_MEM_LIMIT = MetricSpec(
+    "service_mem_limit_byte", "gauge", "Memory limit of a service in bytes (host total when none).", SERVICE_LABELS
+)
+SERVICE_MEM_PERCENT = MetricSpec(
+    "service_mem_usage_percent", "gauge", "service_mem_usage_byte / service_mem_limit_byte x 100.", SERVICE_LABELS
+)
+SERVICE_NET_IN = MetricSpec(
+    "service_net_in_byte", "gauge", "Bytes per second received by a service's own network namespace.", SERVICE_LABELS
+)
+SERVICE_NET_OUT = MetricSpec(
+    "service_net_out_byte", "gauge", "Bytes per second sent by a service's own network namespace.", SERVICE_LABELS
+)
+SERVICE_BLOCK_IN = MetricSpec(
+    "service_block_in_byte", "gauge", "Bytes a service has read from block devices.", SERVICE_LABELS
+)
+SERVICE_BLOCK_OUT = MetricSpec(
+    "service_block_out_byte", "gauge", "Bytes a service has written to block devices.", SERVICE_LABELS
+)
+
+GPU_EXTERNAL = MetricSpec(
+    "gpu_used_by_external_process_count",
+    "gauge",
+    "1 for each GPU and process where NVML lists the process on the GPU and its cgroup (/proc/<pid>/cgroup) lies in "
+    "no container, Slurm job or listed service the jobs collector recognises (docs/jobs.md).",
+    ("minor_number", "pid"),
+)
+GPU_ZOMBIE = MetricSpec(
+    "gpu_used_by_zombie_container_count",
+    "gauge",
+    "1 for each GPU and container where a process NVML lists on the GPU lies in the container's cgroup while the "
+    "container's runtime reports it stopped or no longer lists it (Docker API, containerd task state, podman "
+    "state); a runtime that cannot be asked marks nothing (docs/jobs.md).",
+    ("minor_number", "container_id"),
+)
+DOCKER_DAEMON = MetricSpec(
+    "docker_daemon_count",
+    "gauge",
+    'Always 1 while the docker socket exists; error="ok" when the daemon answered /_ping within the timeout.',
+    ("error",),
+)
+CONTAINERD_DAEMON = MetricSpec(
+    "containerd_daemon_count",
+    "gauge",
+    'Always 1 while the containerd socket exists; error="ok" when it accepted a connection within the timeout.',
+    ("error",),
+)
+
+TASK_SPECS = (
+    TASK_CPU_PERCENT,
+    TASK_CPU_SECONDS,
+    TASK_MEM_USAGE,
+    TASK_MEM_LIMIT,
+    TASK_MEM_PERCENT,
+    TASK_BLOCK_IN,
+    TASK_BLOCK_OUT,
+    TASK_NET_IN,
+    TASK_NET_OUT,
+    TASK_NET_RX,
+    TASK_NET_TX,
+)
+GPU_SPECS = (TASK_GPU_PERCENT, TASK_GPU_MEM_PERCENT, TASK_GPU_MEMORY, GPU_EXTERNAL, GPU_ZOMBIE)
+SERVICE_SPECS = (
+    SERVICE_CPU_PERCENT,
+    SERVICE_MEM_USAGE,
+    SERVICE_MEM_LIMIT,
+    SERVICE_MEM_PERCENT,
+    SERVICE_NET_IN,
+    SERVICE_NET_OUT,
+    SERVICE_BLOCK_IN,
+    SERVICE_BLOCK_OUT,
+)
+ALL_SPECS = (*TASK_SPECS, TASK_INFO, *GPU_SPECS, *SERVICE_SPECS, DOCKER_DAEMON, CONTAINERD_DAEMON)

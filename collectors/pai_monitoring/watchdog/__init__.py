@@ -1,0 +1,1 @@
+"""The watchdog's ``kubernetes`` collector: pods, nodes, GPUs and API server health from the Kubernetes API."""

@@ -1,0 +1,266 @@
+"""The watchdog's metric families: the original names and labels, filled from one collection's pods and nodes."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
+
+from pai_monitoring.runtime.metrics import MetricSpec
+from pai_monitoring.watchdog.model import NodeView, PodView
+
+POD_COUNT = MetricSpec(
+    "pai_pod_count",
+    "gauge",
+    "1 per service pod (a pod with the service label, app), labelled with its phase and conditions.",
+    ("service_name", "name", "namespace", "phase", "host_ip", "node_name", "initialized", "pod_scheduled", "ready"),
+)
+JOB_POD_COUNT = MetricSpec(
+    "pai_job_pod_count",
+    "gauge",
+    "1 per job pod (a pod with the job label, jobName, and no service label), labelled with its phase and conditions.",
+    ("job_name", "name", "phase", "host_ip", "node_name", "initialized", "pod_bound", "pod_scheduled", "ready"),
+)
+CONTAINER_COUNT = MetricSpec(
+    "pai_container_count",
+    "gauge",
+    "1 per container of a service pod, labelled with its state (running, waiting, terminated, unknown).",
+    ("service_name", "pod_name", "name", "namespace", "state", "host_ip", "node_name", "ready"),
+)
+NODE_COUNT = MetricSpec(
+    "pai_node_count",
+    "gauge",
+    "1 per node, labelled with its conditions (true, false, unknown) and whether it is cordoned.",
+    (
+        "host_ip",
+        "node_name",
+        "disk_pressure",
+        "memory_pressure",
+        "pid_pressure",
+        "network_unavailable",
+        "ready",
+        "unschedulable",
+    ),
+)
+API_SERVER_COUNT = MetricSpec(
+    "k8s_api_server_count",
+    "gauge",
+    "1, with error=ok when the API server's health check and lists succeeded, else a short reason.",
+    ("error", "host_ip"),
+)
+NODE_GPU_TOTAL = MetricSpec(
+    "k8s_node_gpu_total",
+    "gauge",
+    "GPUs the node offers (allocatable, else capacity) over the GPU resources.",
+    ("host_ip",),
+)
+NODE_GPU_AVAILABLE = MetricSpec(
+    "k8s_node_gpu_available",
+    "gauge",
+    "GPUs not requested by any running or pending pod on the node; 0 when the node is cordoned.",
+    ("host_ip",),
+)
+NODE_GPU_RESERVED = MetricSpec(
+    "k8s_node_gpu_reserved", "gauge", "GPUs left free on a cordoned node (0 on schedulable nodes).", ("host_ip",)
+)
+ERROR_LOG = MetricSpec(
+    "process_error_log_total",
+    "counter",
+    "Problems met while collecting, by type (every type always present).",
+    ("type",),
+)
+HEALTHZ_LATENCY = MetricSpec(
+    "k8s_api_healthz_resp_latency_seconds", "histogram", "Latency of the API server's /readyz or /healthz check."
+)
+LIST_PODS_LATENCY = MetricSpec(
+    "k8s_api_list_pods_latency_seconds", "histogram", "Latency of one list-pods request (one page)."
+)
+LIST_NODES_LATENCY = MetricSpec(
+    "k8s_api_list_nodes_latency_seconds", "histogram", "Latency of one list-nodes request (one page)."
+)
+ALL: tuple[MetricSpec, ...] = (
+    POD_COUNT,
+    JOB_POD_COUNT,
+    CONTAINER_COUNT,
+    NODE_COUNT,
+    API_SERVER_COUNT,
+    NODE_GPU_TOTAL,
+    NODE_GPU_AVAILABLE,
+    NODE_GPU_RESERVED,
+    ERROR_LOG,
+    HEALTHZ_LATENCY,
+    LIST_PODS_LATENCY,
+    LIST_NODES_LATENCY,
+)
+ERROR_TYPES = ("parse", "unknown_pod_cond", "unknown_node_cond", "healthz", "unexpected_container_state", "api")
+"""``process_error_log_total`` types: the original five plus ``api`` (a failed list request)."""
+
+_BASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0)
+
+
+def gauge(spec: MetricSpec) -> GaugeMetricFamily:
+    family = spec.family()
+    if not isinstance(family, GaugeMetricFamily):
+        raise TypeError(f"{spec.name} is not a gauge")
+    return family
+
+
+def counter(spec: MetricSpec) -> CounterMetricFamily:
+    family = spec.family()
+    if not isinstance(family, CounterMetricFamily):
+        raise TypeError(f"{spec.name} is not a counter")
+    return family
+
+
+def histogram(spec: MetricSpec) -> HistogramMetricFamily:
+    family = spec.family()
+    if not isinstance(family, HistogramMetricFamily):
+        raise TypeError(f"{spec.name} is not a histogram")
+    return family
+
+
+def latency_buckets(request_timeout: float) -> tuple[float, ...]:
+    """Bucket bounds up to the request timeout (the slowest a request can be), which is itself a bound."""
+    return tuple(sorted({b for b in _BASE_BUCKETS if b < request_timeout} | {request_timeout}))
+
+
+class CumulativeHistogram:
+    """A histogram kept across collections and emitted as a family (the runtime rebuilds families each time)."""
+
+    def __init__(self, spec: MetricSpec, bounds: tuple[float, ...]) -> None:
+        self.spec = spec
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self._sum += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self._counts)
+
+    def family(self) -> Metric:
+        family = histogram(self.spec)
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self._counts, strict=True):
+            running += count
+            buckets.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+        family.add_metric([], buckets, self._sum)
+        return family
+
+
+class ObjectFamilies:
+    """The pod, container, node and GPU families of one collection, filled one object at a time."""
+
+    def __init__(self) -> None:
+        self.pods = gauge(POD_COUNT)
+        self.job_pods = gauge(JOB_POD_COUNT)
+        self.containers = gauge(CONTAINER_COUNT)
+        self.nodes = gauge(NODE_COUNT)
+        self.gpu_total = gauge(NODE_GPU_TOTAL)
+        self.gpu_available = gauge(NODE_GPU_AVAILABLE)
+        self.gpu_reserved = gauge(NODE_GPU_RESERVED)
+
+    def add_pod(self, pod: PodView) -> None:
+        if pod.service_name is not None:
+            self.pods.add_metric(
+                [
+                    pod.service_name,
+                    pod.name,
+                    pod.namespace,
+                    pod.phase,
+                    pod.host_ip,
+                    pod.node_name,
+                    pod.initialized,
+                    pod.pod_scheduled,
+                    pod.ready,
+                ],
+                1,
+            )
+            for c in pod.containers:
+                self.containers.add_metric(
+                    [
+                        pod.service_name,
+                        pod.name,
+                        c.name,
+                        pod.namespace,
+                        c.state,
+                        pod.host_ip,
+                        pod.node_name,
+                        _bool(c.ready),
+                    ],
+                    1,
+                )
+        elif pod.job_name is not None:
+            self.job_pods.add_metric(
+                [
+                    pod.job_name,
+                    pod.name,
+                    pod.phase,
+                    pod.host_ip,
+                    pod.node_name,
+                    pod.initialized,
+                    _bool(pod.bound),
+                    pod.pod_scheduled,
+                    pod.ready,
+                ],
+                1,
+            )
+
+    def add_node(self, node: NodeView, gpus_used: float) -> None:
+        self.nodes.add_metric(
+            [
+                node.host_ip,
+                node.name,
+                node.disk_pressure,
+                node.memory_pressure,
+                node.pid_pressure,
+                node.network_unavailable,
+                node.ready,
+                _bool(node.unschedulable),
+            ],
+            1,
+        )
+        free = max(0.0, node.gpus - gpus_used)
+        self.gpu_total.add_metric([node.host_ip], node.gpus)
+        self.gpu_available.add_metric([node.host_ip], 0.0 if node.unschedulable else free)
+        self.gpu_reserved.add_metric([node.host_ip], free if node.unschedulable else 0.0)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (
+            self.pods,
+            self.job_pods,
+            self.containers,
+            self.nodes,
+            self.gpu_total,
+            self.gpu_available,
+            self.gpu_reserved,
+        )
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def api_server_family(error: str, host: str) -> Metric:
+    family = gauge(API_SERVER_COUNT)
+    family.add_metric([error, host], 1)
+    return family
+
+
+def error_log_family(counts: dict[str, int]) -> Metric:
+    family = counter(ERROR_LOG)
+    for kind in ERROR_TYPES:
+        family.add_metric([kind], counts.get(kind, 0))
+    return family
+
+
+def names(families: Iterable[Metric]) -> list[str]:
+    """Family names, for logs and tests."""
+    return [f.name for f in families]

@@ -1,0 +1,143 @@
+"""Options of the ``kubernetes`` collector (``--collector.kubernetes.<option>``) and their checks."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pai_monitoring.runtime.collector import CollectorOptions
+from pai_monitoring.runtime.errors import ConfigError
+
+DEFAULT_INTERVAL_SECONDS = 30.0
+"""The original watchdog collected every 180 s; with alerts ``for: 10m`` that left too few samples, so 30 s."""
+DEFAULT_TIMEOUT_SECONDS = 60.0
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 10_000
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+
+@dataclass(frozen=True)
+class KubernetesOptions(CollectorOptions):
+    """How to reach the API server and what to count. Exactly one of kubeconfig, in-cluster and api-url is set."""
+
+    interval: float = field(
+        default=DEFAULT_INTERVAL_SECONDS,
+        metadata={"help": "Seconds between the starts of two collections (the original watchdog used 180)."},
+    )
+    timeout: float = field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metadata={"help": "Deadline of one collection in seconds (health check plus every list page)."},
+    )
+    kubeconfig: Path | None = field(default=None, metadata={"help": "Kubeconfig file to use (its current context)."})
+    in_cluster: bool = field(
+        default=False,
+        metadata={"help": "Use the pod's service account (KUBERNETES_SERVICE_HOST and the mounted token)."},
+    )
+    api_url: str | None = field(
+        default=None, metadata={"help": "API server URL, e.g. https://10.0.0.1:6443; needs --token-file."}
+    )
+    token_file: Path | None = field(
+        default=None, metadata={"help": "File holding the bearer token (re-read every collection); with api-url."}
+    )
+    ca_file: Path | None = field(
+        default=None,
+        metadata={"help": "CA bundle that signed the API server's certificate; with api-url (default: system CAs)."},
+    )
+    insecure_skip_tls_verify: bool = field(
+        default=False, metadata={"help": "Do not verify the API server's certificate (testing only; logs a warning)."}
+    )
+    request_timeout: float = field(
+        default=DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        metadata={"help": "Seconds one API request (connect plus read) may take."},
+    )
+    page_size: int = field(
+        default=DEFAULT_PAGE_SIZE, metadata={"help": "Objects per list request (the limit/continue page size)."}
+    )
+    gpu_resources: tuple[str, ...] = field(
+        default=("nvidia.com/gpu",),
+        metadata={
+            "help": "Extended resources counted as GPUs, e.g. nvidia.com/gpu,nvidia.com/mig-1g.10gb,amd.com/gpu."
+        },
+    )
+    service_label: str = field(
+        default="app",
+        metadata={"help": "Pod label whose presence makes a pod a service pod (its value: service_name)."},
+    )
+    job_label: str = field(
+        default="jobName",
+        metadata={"help": "Pod label that makes a pod (without the service label) a job pod (its value: job_name)."},
+    )
+    log_limit: int = field(
+        default=200,
+        metadata={"help": "Unhealthy pods, containers and nodes logged per kind and collection; the rest counted."},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        sources = [
+            name
+            for name, used in (
+                ("kubeconfig", self.kubeconfig),
+                ("in-cluster", self.in_cluster),
+                ("api-url", self.api_url),
+            )
+            if used
+        ]
+        if len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            raise ConfigError(
+                "kubeconfig" if not sources else sources[1].replace("-", "_"),
+                f"set exactly one credential source (kubeconfig, in-cluster or api-url); found {found}",
+            )
+        for name in ("token_file", "ca_file"):
+            if getattr(self, name) is not None and self.api_url is None:
+                raise ConfigError(name, "only used with api-url")
+        if self.kubeconfig is not None:
+            _check_kubeconfig(self.kubeconfig)
+        if self.api_url is not None:
+            if not self.api_url.startswith(("https://", "http://")):
+                raise ConfigError("api_url", f"{self.api_url!r} is not an http(s) URL")
+            if self.token_file is None:
+                raise ConfigError("token_file", "api-url needs a bearer-token file")
+            _check_file("token_file", self.token_file)
+            if self.ca_file is not None:
+                _check_file("ca_file", self.ca_file)
+        if self.in_cluster:
+            if not os.environ.get("KUBERNETES_SERVICE_HOST") or not os.environ.get("KUBERNETES_SERVICE_PORT"):
+                raise ConfigError("in_cluster", "KUBERNETES_SERVICE_HOST/PORT are not set: not running in a pod")
+            _check_file("in_cluster", IN_CLUSTER_TOKEN)
+        if not math.isfinite(self.request_timeout) or self.request_timeout <= 0:
+            raise ConfigError("request_timeout", f"must be a positive number of seconds, got {self.request_timeout}")
+        if self.request_timeout > self.timeout:
+            raise ConfigError("request_timeout", f"must not exceed the collection timeout ({self.timeout:g}s)")
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ConfigError("page_size", f"must be between 1 and {MAX_PAGE_SIZE}, got {self.page_size}")
+        if not self.gpu_resources:
+            raise ConfigError("gpu_resources", "name at least one resource, e.g. nvidia.com/gpu")
+        if not self.service_label or not self.job_label or self.service_label == self.job_label:
+            raise ConfigError("job_label", "service-label and job-label must be two different, non-empty labels")
+        if self.log_limit < 0:
+            raise ConfigError("log_limit", f"must be >= 0, got {self.log_limit}")
+
+
+def _check_file(option: str, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(option, f"{path} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(option, f"{path} is not readable by this user")
+
+
+def _check_kubeconfig(path: Path) -> None:
+    _check_file("kubeconfig", path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError("kubeconfig", f"{path} is not a readable YAML file: {exc}") from None
+    if not isinstance(doc, dict) or not doc.get("clusters") or not doc.get("contexts"):
+        raise ConfigError("kubeconfig", f"{path} has no clusters or contexts: not a kubeconfig")

@@ -1,0 +1,784 @@
+/*
+ * nvml_sim.c - a SIMULATED NVIDIA Management Library (libnvidia-ml.so.1).
+ *
+ * THIS IS A STAND-IN FOR HARDWARE WE DO NOT HAVE. It talks to no GPU and no driver. It implements the subset of
+ * NVML's C ABI that pai-monitoring's GPU collector calls (through the real `pynvml` binding), and answers from a
+ * plain-text scenario file named by the environment variable PAI_NVML_SIM_SCENARIO. The file is re-read whenever
+ * it changes, so tests can inject faults (ECC errors, Xid events, a lost GPU, a call that blocks, a process that
+ * belongs to no job) while a collector is running. See README.md next to this file for the scenario format.
+ *
+ * Types and constants are declared here from the public NVML API documentation; no NVIDIA header is used.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* ---- NVML return codes (values from the public API) ---- */
+enum {
+    OK = 0,
+    E_UNINITIALIZED = 1,
+    E_INVALID_ARGUMENT = 2,
+    E_NOT_SUPPORTED = 3,
+    E_NO_PERMISSION = 4,
+    E_NOT_FOUND = 6,
+    E_INSUFFICIENT_SIZE = 7,
+    E_DRIVER_NOT_LOADED = 9,
+    E_TIMEOUT = 10,
+    E_FUNCTION_NOT_FOUND = 13,
+    E_GPU_IS_LOST = 15,
+    E_RESET_REQUIRED = 16,
+    E_LIB_RM_VERSION_MISMATCH = 18,
+    E_NO_DATA = 21,
+    E_UNKNOWN = 999,
+};
+
+#define EVENT_XID 0x8ULL
+#define VALUE_NOT_AVAILABLE_ULL (~0ULL)
+#define INVALID_ID 0xFFFFFFFFu
+
+#define MAX_GPUS 64
+#define MAX_PROCS 64
+#define MAX_MIG 8
+#define MAX_XID 1024
+#define MAX_FAULTS 256
+#define MAX_SETS 16
+#define STR 96
+
+/* ---- ABI structures (layouts as pynvml declares them) ---- */
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain, bus, device, pciDeviceId, pciSubSystemId;
+    char busId[32];
+} sim_pci_info_t;
+
+typedef struct { unsigned int gpu, memory; } sim_utilization_t;
+typedef struct { unsigned long long total, free, used; } sim_memory_t;
+typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } sim_memory_v2_t;
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+} sim_process_info_t;
+
+struct sim_handle {
+    unsigned int magic;
+    int gpu;
+    int mig; /* -1: the physical GPU */
+};
+#define HANDLE_MAGIC 0x5e5e0001u
+typedef struct sim_handle *nvmlDevice_t;
+
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType, eventData;
+    unsigned int gpuInstanceId, computeInstanceId;
+} sim_event_data_t;
+
+struct sim_event_set {
+    int used;
+    unsigned long long types[MAX_GPUS];
+    long delivered; /* highest Xid sequence number handed out (or present at creation) */
+};
+typedef struct sim_event_set *nvmlEventSet_t;
+
+/* ---- the scenario ---- */
+struct proc { unsigned int pid; unsigned long long used; int graphics; };
+struct mig {
+    int present;
+    char uuid[STR], profile[STR];
+    unsigned int gi, ci;
+    unsigned long long used, total;
+};
+struct gpu {
+    char name[STR], uuid[STR], pci_bus_id[32];
+    unsigned int minor, pci_device_id;
+    unsigned int util_gpu, util_mem, temperature, power_mw, power_limit_mw, clock_sm, clock_mem, fan, pcie_replay;
+    unsigned long long mem_total, mem_used, energy_mj;
+    unsigned long long ecc_vol[2], ecc_agg[2];
+    unsigned int retired[2], retired_pending;
+    unsigned int remap_corr, remap_unc, remap_pending, remap_failure;
+    unsigned long long clock_reasons;
+    int pstate, lost, mig_mode;
+    int nprocs;
+    struct proc procs[MAX_PROCS];
+    struct mig migs[MAX_MIG];
+};
+struct xid { long seq; int gpu; unsigned long long code; };
+struct fault { int gpu; char fn[64]; int is_block; double value; };
+
+static struct {
+    char driver_version[STR], nvml_version[STR];
+    int cuda_version;
+    int gpu_count;
+    struct gpu gpus[MAX_GPUS];
+    int nxid;
+    struct xid xids[MAX_XID];
+    int nfaults;
+    struct fault faults[MAX_FAULTS];
+} S;
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_loaded;
+static int g_init_count;
+static struct timespec g_mtime;
+static ino_t g_ino;
+static off_t g_size;
+static struct sim_handle g_handles[MAX_GPUS];
+static struct sim_handle g_mig_handles[MAX_GPUS][MAX_MIG];
+static struct sim_event_set g_sets[MAX_SETS];
+
+static void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("nvml-sim: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void copy_str(char *dst, size_t size, const char *src) {
+    snprintf(dst, size, "%s", src);
+}
+
+static void gpu_defaults(struct gpu *g, int i) {
+    memset(g, 0, sizeof *g);
+    copy_str(g->name, sizeof g->name, "NVIDIA Simulated GPU");
+    snprintf(g->uuid, sizeof g->uuid, "GPU-5e5e5e5e-0000-4000-8000-%012x", (unsigned int)i);
+    snprintf(g->pci_bus_id, sizeof g->pci_bus_id, "00000000:%02X:00.0", (unsigned int)(0x10 + i));
+    g->minor = (unsigned int)i;
+    g->pci_device_id = 0x20B010DE;
+    g->mem_total = 16ULL << 30;
+    g->temperature = 40;
+    g->power_mw = 50000;
+    g->power_limit_mw = 300000;
+    g->clock_sm = 1410;
+    g->clock_mem = 1215;
+    g->fan = 30;
+}
+
+static void reset_scenario(void) {
+    memset(&S, 0, sizeof S);
+    copy_str(S.driver_version, sizeof S.driver_version, "550.54.15");
+    copy_str(S.nvml_version, sizeof S.nvml_version, "12.550.54.15");
+    S.cuda_version = 12040;
+    for (int i = 0; i < MAX_GPUS; i++) gpu_defaults(&S.gpus[i], i);
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    char *end = s + strlen(s);
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r')) *--end = '\0';
+    return s;
+}
+
+static int parse_error_name(const char *v) {
+    static const struct { const char *name; int code; } names[] = {
+        {"UNINITIALIZED", E_UNINITIALIZED}, {"INVALID_ARGUMENT", E_INVALID_ARGUMENT},
+        {"NOT_SUPPORTED", E_NOT_SUPPORTED}, {"NO_PERMISSION", E_NO_PERMISSION}, {"NOT_FOUND", E_NOT_FOUND},
+        {"DRIVER_NOT_LOADED", E_DRIVER_NOT_LOADED}, {"TIMEOUT", E_TIMEOUT},
+        {"FUNCTION_NOT_FOUND", E_FUNCTION_NOT_FOUND}, {"GPU_IS_LOST", E_GPU_IS_LOST},
+        {"RESET_REQUIRED", E_RESET_REQUIRED}, {"LIB_RM_VERSION_MISMATCH", E_LIB_RM_VERSION_MISMATCH},
+        {"NO_DATA", E_NO_DATA}, {"UNKNOWN", E_UNKNOWN},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(v, names[i].name) == 0) return names[i].code;
+    char *end;
+    long code = strtol(v, &end, 0);
+    if (*v && *end == '\0' && code > 0) return (int)code;
+    return -1;
+}
+
+static void add_fault(int gpu, const char *fn, int is_block, const char *value) {
+    if (S.nfaults >= MAX_FAULTS) { warn("too many faults, ignoring %s", fn); return; }
+    struct fault *f = &S.faults[S.nfaults];
+    f->gpu = gpu;
+    f->is_block = is_block;
+    copy_str(f->fn, sizeof f->fn, fn);
+    if (is_block) {
+        f->value = strtod(value, NULL);
+    } else {
+        int code = parse_error_name(value);
+        if (code < 0) { warn("unknown error name %s for %s", value, fn); return; }
+        f->value = code;
+    }
+    S.nfaults++;
+}
+
+static unsigned long long num(const char *v) { return strtoull(v, NULL, 0); }
+
+static int set_gpu_prop(struct gpu *g, int gi, const char *prop, const char *v) {
+    unsigned int j;
+    int n;
+#define U(key, field) if (strcmp(prop, key) == 0) { g->field = (unsigned int)num(v); return 1; }
+#define ULL(key, field) if (strcmp(prop, key) == 0) { g->field = num(v); return 1; }
+    if (strcmp(prop, "name") == 0) { copy_str(g->name, sizeof g->name, v); return 1; }
+    if (strcmp(prop, "uuid") == 0) { copy_str(g->uuid, sizeof g->uuid, v); return 1; }
+    if (strcmp(prop, "pci_bus_id") == 0) { copy_str(g->pci_bus_id, sizeof g->pci_bus_id, v); return 1; }
+    U("minor", minor) U("pci_device_id", pci_device_id)
+    U("utilization.gpu", util_gpu) U("utilization.memory", util_mem)
+    ULL("memory.total", mem_total) ULL("memory.used", mem_used)
+    U("temperature", temperature) U("power", power_mw) U("power_limit", power_limit_mw) ULL("energy", energy_mj)
+    U("clock.sm", clock_sm) U("clock.mem", clock_mem) U("fan", fan) U("pcie_replay", pcie_replay)
+    ULL("ecc.corrected", ecc_vol[0]) ULL("ecc.uncorrected", ecc_vol[1])
+    ULL("ecc.aggregate.corrected", ecc_agg[0]) ULL("ecc.aggregate.uncorrected", ecc_agg[1])
+    U("retired_pages.single_bit", retired[0]) U("retired_pages.double_bit", retired[1])
+    U("retired_pages.pending", retired_pending)
+    U("remapped_rows.correctable", remap_corr) U("remapped_rows.uncorrectable", remap_unc)
+    U("remapped_rows.pending", remap_pending) U("remapped_rows.failure", remap_failure)
+    ULL("clocks_event_reasons", clock_reasons)
+#undef U
+#undef ULL
+    if (strcmp(prop, "pstate") == 0) { g->pstate = (int)num(v); return 1; }
+    if (strcmp(prop, "lost") == 0) { g->lost = (int)num(v); return 1; }
+    if (strcmp(prop, "mig.mode") == 0) { g->mig_mode = (int)num(v); return 1; }
+    if (strncmp(prop, "fault.", 6) == 0) { add_fault(gi, prop + 6, 0, v); return 1; }
+    if (strncmp(prop, "block.", 6) == 0) { add_fault(gi, prop + 6, 1, v); return 1; }
+    if (sscanf(prop, "process.%u%n", &j, &n) == 1 && prop[n] == '\0') {
+        if (g->nprocs >= MAX_PROCS) { warn("too many processes on gpu %d", gi); return 1; }
+        struct proc *p = &g->procs[g->nprocs];
+        char used[64] = "", kind[32] = "compute";
+        if (sscanf(v, "%u %63s %31s", &p->pid, used, kind) < 2) { warn("bad process line: %s", v); return 1; }
+        p->used = strcmp(used, "-") == 0 ? VALUE_NOT_AVAILABLE_ULL : num(used);
+        p->graphics = strcmp(kind, "graphics") == 0;
+        g->nprocs++;
+        return 1;
+    }
+    if (sscanf(prop, "mig.%u%n", &j, &n) == 1 && prop[n] == '\0') {
+        if (j >= MAX_MIG) { warn("mig index %u out of range", j); return 1; }
+        struct mig *m = &g->migs[j];
+        if (sscanf(v, "%95s %u %u %95s %llu %llu", m->uuid, &m->gi, &m->ci, m->profile, &m->used, &m->total) != 6) {
+            warn("bad mig line: %s", v);
+            return 1;
+        }
+        m->present = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void parse_line(char *line) {
+    char *s = trim(line);
+    if (*s == '\0' || *s == '#') return;
+    char *eq = strchr(s, '=');
+    if (!eq) { warn("line without '=': %s", s); return; }
+    *eq = '\0';
+    char *key = trim(s), *v = trim(eq + 1);
+    int i, n;
+    long seq;
+    if (strcmp(key, "driver_version") == 0) { copy_str(S.driver_version, sizeof S.driver_version, v); return; }
+    if (strcmp(key, "nvml_version") == 0) { copy_str(S.nvml_version, sizeof S.nvml_version, v); return; }
+    if (strcmp(key, "cuda_version") == 0) { S.cuda_version = (int)num(v); return; }
+    if (strcmp(key, "gpu_count") == 0) {
+        S.gpu_count = (int)num(v);
+        if (S.gpu_count > MAX_GPUS) S.gpu_count = MAX_GPUS;
+        return;
+    }
+    if (strncmp(key, "fault.", 6) == 0) { add_fault(-1, key + 6, 0, v); return; }
+    if (strncmp(key, "block.", 6) == 0) { add_fault(-1, key + 6, 1, v); return; }
+    if (sscanf(key, "xid.%ld%n", &seq, &n) == 1 && key[n] == '\0') {
+        if (S.nxid >= MAX_XID) { warn("too many xid events"); return; }
+        struct xid *x = &S.xids[S.nxid];
+        if (sscanf(v, "%d %llu", &x->gpu, &x->code) != 2) { warn("bad xid line: %s", v); return; }
+        x->seq = seq;
+        S.nxid++;
+        return;
+    }
+    if (sscanf(key, "gpu.%d.%n", &i, &n) == 1 && n > 0) {
+        if (i < 0 || i >= MAX_GPUS) { warn("gpu index out of range: %s", key); return; }
+        if (!set_gpu_prop(&S.gpus[i], i, key + n, v)) warn("unknown key %s", key);
+        return;
+    }
+    warn("unknown key %s", key);
+}
+
+/* Re-read the scenario when the file changed. Called with g_lock held. Returns 0 or an NVML error. */
+static int reload(void) {
+    const char *path = getenv("PAI_NVML_SIM_SCENARIO");
+    struct stat st;
+    if (!path || stat(path, &st) != 0) {
+        if (!g_loaded) warn("PAI_NVML_SIM_SCENARIO unset or unreadable: behaving as a host without a driver");
+        return E_DRIVER_NOT_LOADED;
+    }
+    if (g_loaded && st.st_ino == g_ino && st.st_size == g_size && st.st_mtim.tv_sec == g_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == g_mtime.tv_nsec)
+        return OK;
+    FILE *f = fopen(path, "r");
+    if (!f) return E_DRIVER_NOT_LOADED;
+    reset_scenario();
+    char line[512];
+    while (fgets(line, sizeof line, f)) parse_line(line);
+    fclose(f);
+    g_loaded = 1;
+    g_ino = st.st_ino;
+    g_size = st.st_size;
+    g_mtime = st.st_mtim;
+    return OK;
+}
+
+static double find_fault(const char *fn, int gpu, int is_block) {
+    for (int i = S.nfaults - 1; i >= 0; i--) {
+        struct fault *f = &S.faults[i];
+        if (f->is_block == is_block && (f->gpu == -1 || f->gpu == gpu) && strcmp(f->fn, fn) == 0) return f->value;
+    }
+    return 0;
+}
+
+static void sleep_seconds(double seconds) {
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Common entry: reload, honour a "block" (without the lock), check init, honour a "fault". On success returns 0
+ * with g_lock held; otherwise returns the error with the lock released. */
+static int enter(const char *fn, int gpu, int needs_init) {
+    pthread_mutex_lock(&g_lock);
+    int rc = reload();
+    double block = rc == OK ? find_fault(fn, gpu, 1) : 0;
+    if (block > 0) {
+        pthread_mutex_unlock(&g_lock);
+        sleep_seconds(block);
+        pthread_mutex_lock(&g_lock);
+        rc = reload();
+    }
+    if (rc == OK && needs_init && g_init_count <= 0) rc = E_UNINITIALIZED;
+    if (rc == OK) rc = (int)find_fault(fn, gpu, 0);
+    if (rc != OK) pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
+#define ENTER(gpu) do { int _e = enter(__func__, (gpu), 1); if (_e) return _e; } while (0)
+#define RETURN(v) do { int _r = (v); pthread_mutex_unlock(&g_lock); return _r; } while (0)
+
+static int valid_handle(nvmlDevice_t h) {
+    return h && h->magic == HANDLE_MAGIC && h->gpu >= 0 && h->gpu < MAX_GPUS;
+}
+
+/* Resolve a physical-GPU handle after ENTER: NULL and *rc set when invalid or lost. */
+static struct gpu *gpu_of(nvmlDevice_t h, int *rc) {
+    if (h->gpu >= S.gpu_count) { *rc = E_INVALID_ARGUMENT; return NULL; }
+    struct gpu *g = &S.gpus[h->gpu];
+    if (g->lost) { *rc = E_GPU_IS_LOST; return NULL; }
+    *rc = OK;
+    return g;
+}
+
+#define DEVICE_FN(name, ...) EXPORT int name(nvmlDevice_t dev, __VA_ARGS__)
+#define GET_GPU(allow_mig)                                                  \
+    if (!valid_handle(dev)) return E_INVALID_ARGUMENT;                      \
+    ENTER(dev->gpu);                                                        \
+    int rc;                                                                 \
+    struct gpu *g = gpu_of(dev, &rc);                                       \
+    if (!g) RETURN(rc);                                                     \
+    if (!(allow_mig) && dev->mig >= 0) RETURN(E_NOT_SUPPORTED);             \
+    struct mig *m = dev->mig >= 0 ? &g->migs[dev->mig] : NULL;              \
+    if (m && !(g->mig_mode && m->present)) RETURN(E_INVALID_ARGUMENT);      \
+    (void)m
+
+/* ---- library lifetime ---- */
+EXPORT int nvmlInitWithFlags(unsigned int flags) {
+    (void)flags;
+    int rc = enter(__func__, -1, 0);
+    if (rc) return rc;
+    g_init_count++;
+    for (int i = 0; i < MAX_GPUS; i++) {
+        g_handles[i] = (struct sim_handle){HANDLE_MAGIC, i, -1};
+        for (int j = 0; j < MAX_MIG; j++) g_mig_handles[i][j] = (struct sim_handle){HANDLE_MAGIC, i, j};
+    }
+    RETURN(OK);
+}
+EXPORT int nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
+EXPORT int nvmlInit(void) { return nvmlInitWithFlags(0); }
+
+EXPORT int nvmlShutdown(void) {
+    pthread_mutex_lock(&g_lock);
+    if (g_init_count <= 0) RETURN(E_UNINITIALIZED);
+    g_init_count--;
+    RETURN(OK);
+}
+
+EXPORT const char *nvmlErrorString(int result) {
+    switch (result) {
+    case OK: return "Success";
+    case E_UNINITIALIZED: return "Uninitialized";
+    case E_INVALID_ARGUMENT: return "Invalid Argument";
+    case E_NOT_SUPPORTED: return "Not Supported";
+    case E_NOT_FOUND: return "Not Found";
+    case E_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case E_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case E_TIMEOUT: return "Timeout";
+    case E_GPU_IS_LOST: return "GPU is lost";
+    default: return "Unknown Error (simulated NVML)";
+    }
+}
+
+/* ---- system ---- */
+static int put_str(char *dst, unsigned int len, const char *src) {
+    if (!dst) return E_INVALID_ARGUMENT;
+    if (strlen(src) + 1 > len) return E_INSUFFICIENT_SIZE;
+    memcpy(dst, src, strlen(src) + 1);
+    return OK;
+}
+
+EXPORT int nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+    ENTER(-1);
+    RETURN(put_str(version, length, S.driver_version));
+}
+EXPORT int nvmlSystemGetNVMLVersion(char *version, unsigned int length) {
+    ENTER(-1);
+    RETURN(put_str(version, length, S.nvml_version));
+}
+EXPORT int nvmlSystemGetCudaDriverVersion(int *v) {
+    if (!v) return E_INVALID_ARGUMENT;
+    ENTER(-1);
+    *v = S.cuda_version;
+    RETURN(OK);
+}
+EXPORT int nvmlSystemGetCudaDriverVersion_v2(int *v) {
+    if (!v) return E_INVALID_ARGUMENT;
+    ENTER(-1);
+    *v = S.cuda_version;
+    RETURN(OK);
+}
+
+/* ---- device enumeration ---- */
+EXPORT int nvmlDeviceGetCount_v2(unsigned int *count) {
+    if (!count) return E_INVALID_ARGUMENT;
+    ENTER(-1);
+    *count = (unsigned int)S.gpu_count;
+    RETURN(OK);
+}
+EXPORT int nvmlDeviceGetCount(unsigned int *count) { return nvmlDeviceGetCount_v2(count); }
+
+EXPORT int nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    if (!device) return E_INVALID_ARGUMENT;
+    ENTER((int)index);
+    if (index >= (unsigned int)S.gpu_count) RETURN(E_INVALID_ARGUMENT);
+    if (S.gpus[index].lost) RETURN(E_GPU_IS_LOST);
+    *device = &g_handles[index];
+    RETURN(OK);
+}
+EXPORT int nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device) {
+    return nvmlDeviceGetHandleByIndex_v2(index, device);
+}
+
+/* ---- identity ---- */
+DEVICE_FN(nvmlDeviceGetMinorNumber, unsigned int *minor) {
+    GET_GPU(0);
+    *minor = g->minor;
+    RETURN(OK);
+}
+EXPORT int nvmlDeviceGetUUID(nvmlDevice_t dev, char *uuid, unsigned int length) {
+    GET_GPU(1);
+    RETURN(put_str(uuid, length, m ? m->uuid : g->uuid));
+}
+EXPORT int nvmlDeviceGetName(nvmlDevice_t dev, char *name, unsigned int length) {
+    GET_GPU(1);
+    char buf[2 * STR + 8];
+    if (m) snprintf(buf, sizeof buf, "%s MIG %s", g->name, m->profile);
+    else copy_str(buf, sizeof buf, g->name);
+    RETURN(put_str(name, length, buf));
+}
+DEVICE_FN(nvmlDeviceGetPciInfo_v3, sim_pci_info_t *pci) {
+    GET_GPU(0);
+    memset(pci, 0, sizeof *pci);
+    copy_str(pci->busId, sizeof pci->busId, g->pci_bus_id);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%s", g->pci_bus_id + (strlen(g->pci_bus_id) > 12 ? 4 : 0));
+    sscanf(g->pci_bus_id, "%x:%x:%x", &pci->domain, &pci->bus, &pci->device);
+    pci->pciDeviceId = g->pci_device_id;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceIsMigDeviceHandle, unsigned int *is_mig) {
+    if (!valid_handle(dev)) return E_INVALID_ARGUMENT;
+    *is_mig = dev->mig >= 0;
+    return OK;
+}
+
+/* ---- readings ---- */
+DEVICE_FN(nvmlDeviceGetUtilizationRates, sim_utilization_t *u) {
+    GET_GPU(0);
+    if (g->mig_mode) RETURN(E_NOT_SUPPORTED); /* as real drivers: no whole-GPU utilisation in MIG mode */
+    u->gpu = g->util_gpu;
+    u->memory = g->util_mem;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetMemoryInfo, sim_memory_t *mem) {
+    GET_GPU(1);
+    unsigned long long total = m ? m->total : g->mem_total, used = m ? m->used : g->mem_used;
+    mem->total = total;
+    mem->used = used;
+    mem->free = total > used ? total - used : 0;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetMemoryInfo_v2, sim_memory_v2_t *mem) {
+    GET_GPU(1);
+    unsigned long long total = m ? m->total : g->mem_total, used = m ? m->used : g->mem_used;
+    mem->total = total;
+    mem->reserved = 0;
+    mem->used = used;
+    mem->free = total > used ? total - used : 0;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetTemperature, int sensor, unsigned int *t) {
+    GET_GPU(0);
+    if (sensor != 0) RETURN(E_INVALID_ARGUMENT);
+    *t = g->temperature;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetPowerUsage, unsigned int *mw) {
+    GET_GPU(0);
+    *mw = g->power_mw;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetEnforcedPowerLimit, unsigned int *mw) {
+    GET_GPU(0);
+    *mw = g->power_limit_mw;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetTotalEnergyConsumption, unsigned long long *mj) {
+    GET_GPU(0);
+    *mj = g->energy_mj;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetClockInfo, int type, unsigned int *mhz) {
+    GET_GPU(0);
+    if (type == 1) *mhz = g->clock_sm;
+    else if (type == 2) *mhz = g->clock_mem;
+    else if (type == 0) *mhz = g->clock_sm; /* graphics */
+    else RETURN(E_INVALID_ARGUMENT);
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetFanSpeed, unsigned int *pct) {
+    GET_GPU(0);
+    *pct = g->fan;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetPcieReplayCounter, unsigned int *n) {
+    GET_GPU(0);
+    *n = g->pcie_replay;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetTotalEccErrors, int error_type, int counter_type, unsigned long long *n) {
+    GET_GPU(0);
+    if (error_type < 0 || error_type > 1 || counter_type < 0 || counter_type > 1) RETURN(E_INVALID_ARGUMENT);
+    *n = counter_type == 0 ? g->ecc_vol[error_type] : g->ecc_agg[error_type];
+    RETURN(OK);
+}
+static int retired_pages(nvmlDevice_t dev, int cause, unsigned int *count, unsigned long long *addrs,
+                         unsigned long long *times, const char *fn) {
+    if (!valid_handle(dev) || !count) return E_INVALID_ARGUMENT;
+    int rc = enter(fn, dev->gpu, 1);
+    if (rc) return rc;
+    struct gpu *g = gpu_of(dev, &rc);
+    if (!g) RETURN(rc);
+    if (cause < 0 || cause > 1) RETURN(E_INVALID_ARGUMENT);
+    unsigned int n = g->retired[cause];
+    if (*count < n || (!addrs && n > 0)) {
+        *count = n;
+        RETURN(E_INSUFFICIENT_SIZE);
+    }
+    for (unsigned int i = 0; i < n; i++) {
+        addrs[i] = 0x100000ULL * (i + 1) + (unsigned long long)cause;
+        if (times) times[i] = 1700000000ULL + i;
+    }
+    *count = n;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetRetiredPages, int cause, unsigned int *count, unsigned long long *addrs) {
+    return retired_pages(dev, cause, count, addrs, NULL, __func__);
+}
+DEVICE_FN(nvmlDeviceGetRetiredPages_v2, int cause, unsigned int *count, unsigned long long *addrs,
+          unsigned long long *times) {
+    return retired_pages(dev, cause, count, addrs, times, __func__);
+}
+DEVICE_FN(nvmlDeviceGetRetiredPagesPendingStatus, int *pending) {
+    GET_GPU(0);
+    *pending = g->retired_pending ? 1 : 0;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetRemappedRows, unsigned int *corr, unsigned int *unc, unsigned int *pending,
+          unsigned int *failure) {
+    GET_GPU(0);
+    *corr = g->remap_corr;
+    *unc = g->remap_unc;
+    *pending = g->remap_pending ? 1 : 0;
+    *failure = g->remap_failure ? 1 : 0;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetCurrentClocksEventReasons, unsigned long long *reasons) {
+    GET_GPU(0);
+    *reasons = g->clock_reasons;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetCurrentClocksThrottleReasons, unsigned long long *reasons) {
+    GET_GPU(0);
+    *reasons = g->clock_reasons;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetPerformanceState, int *pstate) {
+    GET_GPU(0);
+    *pstate = g->pstate;
+    RETURN(OK);
+}
+
+/* ---- processes ---- */
+static int running_processes(nvmlDevice_t dev, unsigned int *count, sim_process_info_t *infos, int graphics,
+                             const char *fn) {
+    if (!valid_handle(dev) || !count) return E_INVALID_ARGUMENT;
+    int rc = enter(fn, dev->gpu, 1);
+    if (rc) return rc;
+    struct gpu *g = gpu_of(dev, &rc);
+    if (!g) RETURN(rc);
+    unsigned int n = 0;
+    for (int i = 0; i < g->nprocs; i++)
+        if (g->procs[i].graphics == graphics) n++;
+    if (n == 0) {
+        *count = 0;
+        RETURN(OK);
+    }
+    if (*count < n || !infos) {
+        *count = n;
+        RETURN(E_INSUFFICIENT_SIZE);
+    }
+    unsigned int k = 0;
+    for (int i = 0; i < g->nprocs; i++) {
+        if (g->procs[i].graphics != graphics) continue;
+        infos[k].pid = g->procs[i].pid;
+        infos[k].usedGpuMemory = g->procs[i].used;
+        infos[k].gpuInstanceId = INVALID_ID;
+        infos[k].computeInstanceId = INVALID_ID;
+        k++;
+    }
+    *count = n;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetComputeRunningProcesses_v3, unsigned int *count, sim_process_info_t *infos) {
+    return running_processes(dev, count, infos, 0, __func__);
+}
+DEVICE_FN(nvmlDeviceGetGraphicsRunningProcesses_v3, unsigned int *count, sim_process_info_t *infos) {
+    return running_processes(dev, count, infos, 1, __func__);
+}
+
+/* ---- MIG ---- */
+DEVICE_FN(nvmlDeviceGetMigMode, unsigned int *current, unsigned int *pending) {
+    GET_GPU(0);
+    *current = (unsigned int)g->mig_mode;
+    *pending = (unsigned int)g->mig_mode;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetMaxMigDeviceCount, unsigned int *count) {
+    GET_GPU(0);
+    *count = g->mig_mode ? MAX_MIG - 1 : 0;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetMigDeviceHandleByIndex, unsigned int index, nvmlDevice_t *mig) {
+    GET_GPU(0);
+    if (!g->mig_mode) RETURN(E_INVALID_ARGUMENT);
+    if (index >= MAX_MIG) RETURN(E_INVALID_ARGUMENT);
+    if (!g->migs[index].present) RETURN(E_NOT_FOUND);
+    *mig = &g_mig_handles[dev->gpu][index];
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetDeviceHandleFromMigDeviceHandle, nvmlDevice_t *parent) {
+    GET_GPU(1);
+    *parent = &g_handles[dev->gpu];
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetGpuInstanceId, unsigned int *id) {
+    GET_GPU(1);
+    if (!m) RETURN(E_INVALID_ARGUMENT);
+    *id = m->gi;
+    RETURN(OK);
+}
+DEVICE_FN(nvmlDeviceGetComputeInstanceId, unsigned int *id) {
+    GET_GPU(1);
+    if (!m) RETURN(E_INVALID_ARGUMENT);
+    *id = m->ci;
+    RETURN(OK);
+}
+
+/* ---- events: Xid errors ----
+ * Like the real library, an event set only sees events that happen after it was created: the Xid lines present in
+ * the scenario when nvmlEventSetCreate runs count as history. Each later line (by sequence number) is delivered
+ * once per event set. */
+static long max_xid_seq(void) {
+    long best = 0;
+    for (int i = 0; i < S.nxid; i++)
+        if (S.xids[i].seq > best) best = S.xids[i].seq;
+    return best;
+}
+
+EXPORT int nvmlEventSetCreate(nvmlEventSet_t *set) {
+    if (!set) return E_INVALID_ARGUMENT;
+    ENTER(-1);
+    for (int i = 0; i < MAX_SETS; i++) {
+        if (g_sets[i].used) continue;
+        memset(&g_sets[i], 0, sizeof g_sets[i]);
+        g_sets[i].used = 1;
+        g_sets[i].delivered = max_xid_seq();
+        *set = &g_sets[i];
+        RETURN(OK);
+    }
+    RETURN(E_UNKNOWN);
+}
+DEVICE_FN(nvmlDeviceGetSupportedEventTypes, unsigned long long *types) {
+    GET_GPU(0);
+    *types = EVENT_XID | 0x1ULL | 0x2ULL;
+    RETURN(OK);
+}
+EXPORT int nvmlDeviceRegisterEvents(nvmlDevice_t dev, unsigned long long types, nvmlEventSet_t set) {
+    if (!set || set < g_sets || set >= g_sets + MAX_SETS || !set->used) return E_INVALID_ARGUMENT;
+    GET_GPU(0);
+    set->types[dev->gpu] |= types;
+    RETURN(OK);
+}
+EXPORT int nvmlEventSetWait_v2(nvmlEventSet_t set, sim_event_data_t *data, unsigned int timeout_ms) {
+    if (!set || set < g_sets || set >= g_sets + MAX_SETS || !data) return E_INVALID_ARGUMENT;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        ENTER(-1);
+        if (!set->used) RETURN(E_INVALID_ARGUMENT);
+        struct xid *next = NULL;
+        for (int i = 0; i < S.nxid; i++) {
+            struct xid *x = &S.xids[i];
+            if (x->seq <= set->delivered || x->gpu < 0 || x->gpu >= MAX_GPUS) continue;
+            if (!(set->types[x->gpu] & EVENT_XID)) continue;
+            if (!next || x->seq < next->seq) next = x;
+        }
+        if (next) {
+            set->delivered = next->seq;
+            memset(data, 0, sizeof *data);
+            data->device = &g_handles[next->gpu];
+            data->eventType = EVENT_XID;
+            data->eventData = next->code;
+            data->gpuInstanceId = INVALID_ID;
+            data->computeInstanceId = INVALID_ID;
+            RETURN(OK);
+        }
+        /* nothing new: skip events that were written without a registered GPU */
+        pthread_mutex_unlock(&g_lock);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - start.tv_sec) * 1e3 + (double)(now.tv_nsec - start.tv_nsec) / 1e6;
+        if (waited >= timeout_ms) return E_TIMEOUT;
+        double left = timeout_ms - waited;
+        sleep_seconds((left < 100 ? left : 100) / 1e3);
+    }
+}
+EXPORT int nvmlEventSetWait(nvmlEventSet_t set, sim_event_data_t *data, unsigned int timeout_ms) {
+    return nvmlEventSetWait_v2(set, data, timeout_ms);
+}
+EXPORT int nvmlEventSetFree(nvmlEventSet_t set) {
+    if (!set || set < g_sets || set >= g_sets + MAX_SETS) return E_INVALID_ARGUMENT;
+    pthread_mutex_lock(&g_lock);
+    set->used = 0;
+    RETURN(OK);
+}

@@ -1,0 +1,28 @@
+"""On a host with a real NVIDIA GPU and driver: the collector reads it through NVML and the minor numbers match the
+device files. Run by hand there (``pytest -m gpu_hardware``); CI has no GPU and never selects this marker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pai_monitoring.shared_model import GPU_STATE
+from tests.integration.gpu.conftest import MakeCollector, samples, series, value
+
+pytestmark = pytest.mark.gpu_hardware
+
+
+def test_real_gpus_are_reported_with_their_device_minor_numbers(make_collector: MakeCollector) -> None:
+    collector = make_collector(timeout=30.0)
+    found = samples(collector.collect())
+    assert value(found, "pai_gpu_nvml_status", status="ok") == 1
+    minors = {s["minor_number"] for s in series(found, "pai_gpu_info")}
+    assert minors
+    for minor in minors:
+        assert Path(f"/dev/nvidia{minor}").exists()
+    state = collector.context.shared.latest(GPU_STATE, max_age=60)
+    assert state is not None
+    for device in state.devices:
+        assert device.uuid.startswith("GPU-")
+        assert state.device_by_id(device.uuid) is device
