@@ -74,10 +74,11 @@ class RaisingCollector(Collector[CollectorOptions]):
 @dataclass(frozen=True)
 class FatOptions(CollectorOptions):
     series: int = field(default=20000, metadata={"help": "number of series"})
+    padding: int = field(default=40, metadata={"help": "length of each series' padding label"})
 
 
 class FatCollector(Collector[FatOptions]):
-    """Many series, so that rendering one scrape takes long enough for concurrent scrapes to overlap."""
+    """A large exposition: a client that stops reading it holds its server thread (and request slot) in write."""
 
     name: ClassVar[str] = "fat"
     description: ClassVar[str] = "test: a large exposition"
@@ -86,7 +87,7 @@ class FatCollector(Collector[FatOptions]):
 
     def collect(self) -> Iterable[Metric]:
         fam = FAT.gauge()
-        padding = "x" * 40
+        padding = "x" * self.options.padding
         for i in range(self.options.series):
             fam.add_metric([str(i), padding], float(i))
         return [fam]
