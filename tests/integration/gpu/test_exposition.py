@@ -6,18 +6,14 @@ Regenerate the golden files with ``PAI_UPDATE_GOLDEN=1 pytest tests/integration/
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import pytest
 
 from tests.integration.gpu.conftest import FIXTURES, MakeCollector, Scenario, render
+from tests.support.promtool import promtool_findings
 
 pytestmark = pytest.mark.integration
 
-PROMTOOL_TIMEOUT_SECONDS = 60
-# Names the original job-exporter used, kept on purpose; promtool's lint dislikes their "_count" suffix.
-KEPT_ORIGINAL_NAMES = ("configured_gpu_count", "nvidiasmi_ecc_error_count", "nvidiasmi_memory_leak_count")
 SCENARIOS = ["eight", "mixed"]
 
 
@@ -41,19 +37,4 @@ def test_exposition_matches_the_golden_file(scenario: Scenario, make_collector: 
 def test_promtool_finds_nothing_but_the_kept_original_names(
     scenario: Scenario, make_collector: MakeCollector, name: str
 ) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is missing: install Debian's prometheus package")
-    text = exposition(scenario, make_collector, name)
-    result = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=PROMTOOL_TIMEOUT_SECONDS,
-        check=False,
-    )
-    findings = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    unexpected = [line for line in findings if not line.startswith(KEPT_ORIGINAL_NAMES)]
-    assert unexpected == []
-    assert all('should not have "_count" suffix' in line for line in findings)
+    assert promtool_findings(exposition(scenario, make_collector, name)) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.exporter import REPO, free_port
+from tests.support.promtool import promtool_findings
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +46,9 @@ def test_once_honours_the_deadline_of_a_hanging_collector() -> None:
 
 
 def test_promtool_accepts_the_exposition() -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is needed: apt-get install prometheus"
     result = run("--once")
-    check = subprocess.run(
-        [promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.strip() == ""
-    assert check.stderr.strip() == ""
+    assert "# TYPE pai_scrape_collector_success gauge" in result.stdout
+    assert promtool_findings(result.stdout) == []
 
 
 @pytest.mark.parametrize(
