@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-HTTP_TIMEOUT_S = 5.0
+HTTP_TIMEOUT_S = 30.0
 STARTUP_TIMEOUT_S = 60.0
 GPUS_PER_NODE = 8
 
@@ -46,8 +46,13 @@ GPUS_PER_NODE = 8
 def node_exporter_lines(series: int, rng: random.Random) -> list[str]:
     """A node_exporter-like exposition: CPU, memory, disk, network and filesystem families."""
     lines: list[str] = []
-    families = ("node_cpu_seconds_total", "node_network_receive_bytes_total", "node_disk_read_bytes_total",
-                "node_filesystem_avail_bytes", "node_memory_bytes")
+    families = (
+        "node_cpu_seconds_total",
+        "node_network_receive_bytes_total",
+        "node_disk_read_bytes_total",
+        "node_filesystem_avail_bytes",
+        "node_memory_bytes",
+    )
     per_family = max(1, series // len(families))
     for family in families:
         lines.append(f"# TYPE {family} {'counter' if family.endswith('_total') else 'gauge'}")
@@ -59,8 +64,14 @@ def node_exporter_lines(series: int, rng: random.Random) -> list[str]:
 def job_exporter_lines(series: int, rng: random.Random) -> list[str]:
     """A job-exporter-like exposition: per-GPU metrics for 8 GPUs, per-job task metrics, runtime metrics."""
     lines: list[str] = []
-    gpu_families = ("nvidiasmi_utilization_gpu", "nvidiasmi_utilization_memory", "gpu_utilization",
-                    "gpu_mem_utilization", "nvidiasmi_temperature", "nvidiasmi_performance_state")
+    gpu_families = (
+        "nvidiasmi_utilization_gpu",
+        "nvidiasmi_utilization_memory",
+        "gpu_utilization",
+        "gpu_mem_utilization",
+        "nvidiasmi_temperature",
+        "nvidiasmi_performance_state",
+    )
     for family in gpu_families:
         lines.append(f"# TYPE {family} gauge")
         for gpu in range(GPUS_PER_NODE):
@@ -69,15 +80,25 @@ def job_exporter_lines(series: int, rng: random.Random) -> list[str]:
     for gpu in range(GPUS_PER_NODE):
         for kind in ("single", "double"):
             lines.append(f'nvidiasmi_ecc_error_count{{minor_number="{gpu}",type="{kind}"}} 0')
-    task_families = ("task_cpu_percent", "task_mem_usage_byte", "task_mem_limit_byte", "task_mem_usage_percent",
-                     "task_block_in_byte", "task_block_out_byte", "task_net_in_byte", "task_net_out_byte")
+    task_families = (
+        "task_cpu_percent",
+        "task_mem_usage_byte",
+        "task_mem_limit_byte",
+        "task_mem_usage_percent",
+        "task_block_in_byte",
+        "task_block_out_byte",
+        "task_net_in_byte",
+        "task_net_out_byte",
+    )
     remaining = max(0, series - len(lines))
     jobs = max(1, remaining // len(task_families))
     for family in task_families:
         lines.append(f"# TYPE {family} gauge")
         for job in range(jobs):
-            lines.append(f'{family}{{job_name="job{job}",username="u{job % 5}",role_name="worker",task_index="0"}} '
-                         f"{rng.random() * 1e6:.1f}")
+            lines.append(
+                f'{family}{{job_name="job{job}",username="u{job % 5}",role_name="worker",task_index="0"}} '
+                f"{rng.random() * 1e6:.1f}"
+            )
     return lines
 
 
@@ -127,7 +148,7 @@ class SyntheticNodes:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -145,11 +166,16 @@ class SyntheticNodes:
         groups: list[dict[str, object]] = []
         for i in range(self.count):
             for kind, job_port in (("node", 9100), ("exporter", 9102)):
-                groups.append({
-                    "targets": [f"127.0.0.1:{port}"],
-                    "labels": {"__metrics_path__": f"/node/{i}/{kind}", "instance": f"node{i}:{job_port}",
-                               "kind": kind},
-                })
+                groups.append(
+                    {
+                        "targets": [f"127.0.0.1:{port}"],
+                        "labels": {
+                            "__metrics_path__": f"/node/{i}/{kind}",
+                            "instance": f"node{i}:{job_port}",
+                            "kind": kind,
+                        },
+                    }
+                )
         return groups
 
 
@@ -162,9 +188,8 @@ def free_port() -> int:
 def wait_http(url: str, timeout: float = STARTUP_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S):
-                return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S):
+            return
         time.sleep(0.5)
     msg = f"{url} did not answer within {timeout:.0f}s"
     raise TimeoutError(msg)
@@ -187,7 +212,8 @@ def victoria_metrics(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[byte
     port = free_port()
     proc = subprocess.Popen(
         [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir / 'vm'}", "-retentionPeriod=1d"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
@@ -241,20 +267,29 @@ def run_one(args: argparse.Namespace, count: int, remote_write: bool) -> Result:
         port = nodes.start()
         stack.callback(nodes.stop)
         (workdir / "targets.json").write_text(json.dumps(nodes.file_sd(port)))
-        config = {
-            "global": {"scrape_interval": f"{args.scrape_interval}s", "scrape_timeout": f"{args.scrape_interval}s"},
-            "scrape_configs": [{"job_name": "synthetic", "file_sd_configs": [{"files": [str(workdir / "targets.json")]}]}],
+        prom_port = free_port()
+        interval = f"{round(args.scrape_interval * 1000)}ms"
+        config: dict[str, object] = {
+            "global": {"scrape_interval": interval, "scrape_timeout": interval},
+            "scrape_configs": [
+                {"job_name": "synthetic", "file_sd_configs": [{"files": [str(workdir / "targets.json")]}]},
+                {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]},
+            ],
         }
         vm_proc: subprocess.Popen[bytes] | None = None
         if remote_write:
             vm_url, vm_proc = stack.enter_context(victoria_metrics(workdir))
             config["remote_write"] = [{"url": f"{vm_url}/api/v1/write"}]
         (workdir / "prometheus.yml").write_text(json.dumps(config))
-        prom_port = free_port()
         prom = subprocess.Popen(
-            [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("wb"),
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "prometheus.log").open("wb"),
         )
         stack.callback(prom.wait, 20)
         stack.callback(prom.terminate)
@@ -281,10 +316,19 @@ def run_one(args: argparse.Namespace, count: int, remote_write: bool) -> Result:
             vm_cpu = (proc_cpu_seconds(vm_proc.pid) - vm_cpu0) / elapsed
             vm_rss = proc_rss_mib(vm_proc.pid)
     return Result(
-        nodes=count, targets=2 * count, scrape_interval_s=args.scrape_interval, head_series=head,
-        samples_per_s=samples, cpu_cores=cpu, rss_mib=rss, rss_kib_per_series=rss * 1024 / head if head else 0.0,
-        scrape_duration_p99_ms=p99, remote_write=remote_write, remote_write_samples_per_s=sent,
-        vm_cpu_cores=vm_cpu, vm_rss_mib=vm_rss,
+        nodes=count,
+        targets=2 * count,
+        scrape_interval_s=args.scrape_interval,
+        head_series=head,
+        samples_per_s=samples,
+        cpu_cores=cpu,
+        rss_mib=rss,
+        rss_kib_per_series=rss * 1024 / head if head else 0.0,
+        scrape_duration_p99_ms=p99,
+        remote_write=remote_write,
+        remote_write_samples_per_s=sent,
+        vm_cpu_cores=vm_cpu,
+        vm_rss_mib=vm_rss,
     )
 
 
@@ -307,15 +351,21 @@ def main(argv: list[str] | None = None) -> int:
             result = run_one(args, count, remote)
             results.append(result)
             print(json.dumps(asdict(result)), flush=True)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 
     print()
-    print("| nodes | targets | head series | samples/s | Prometheus CPU (cores) | RSS MiB | KiB/series "
-          "| scrape p99 ms | remote_write | VM CPU (cores) | VM RSS MiB |")
+    print(
+        "| nodes | targets | head series | samples/s | Prometheus CPU (cores) | RSS MiB | KiB/series "
+        "| scrape p99 ms | remote_write | VM CPU (cores) | VM RSS MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.nodes} | {r.targets} | {r.head_series:.0f} | {r.samples_per_s:.0f} | {r.cpu_cores:.3f} "
-              f"| {r.rss_mib:.0f} | {r.rss_kib_per_series:.2f} | {r.scrape_duration_p99_ms:.1f} "
-              f"| {'yes' if r.remote_write else 'no'} | {r.vm_cpu_cores:.3f} | {r.vm_rss_mib:.0f} |")
+        print(
+            f"| {r.nodes} | {r.targets} | {r.head_series:.0f} | {r.samples_per_s:.0f} | {r.cpu_cores:.3f} "
+            f"| {r.rss_mib:.0f} | {r.rss_kib_per_series:.2f} | {r.scrape_duration_p99_ms:.1f} "
+            f"| {'yes' if r.remote_write else 'no'} | {r.vm_cpu_cores:.3f} | {r.vm_rss_mib:.0f} |"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     return 0

@@ -9,7 +9,8 @@
 #   5. the wheelhouse .cache/wheelhouse: our wheel and every dependency wheel, so guests install offline;
 #   6. the simulated NVML library .cache/nvml-sim/libnvidia-ml.so.1 when sim/nvml/ exists (the guest has no gcc).
 #
-# Usage: tests/hosts/setup.sh [--rebuild-image] [--skip-wheelhouse]
+# Usage: tests/hosts/setup.sh [--rebuild-image] [--skip-wheelhouse] [--venv-only]
+#   --venv-only: only step 4 (what `make check` needs for yamllint and ansible-lint; no root, no apt).
 # Environment: WORK (default <repo>/.cache), IMAGE (default localhost/bookworm-systemd:latest).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -21,10 +22,12 @@ VENV=$WORK/molecule-venv
 WHEELHOUSE=$WORK/wheelhouse
 REBUILD_IMAGE=false
 SKIP_WHEELHOUSE=false
+VENV_ONLY=false
 for arg in "$@"; do
   case $arg in
     --rebuild-image) REBUILD_IMAGE=true ;;
     --skip-wheelhouse) SKIP_WHEELHOUSE=true ;;
+    --venv-only) VENV_ONLY=true ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -108,6 +111,14 @@ build_wheelhouse() {
     log "no pyproject.toml yet: wheelhouse skipped"
     return
   fi
+  # Rebuild only when the sources changed: scenarios running elsewhere keep their wheels.
+  local digest
+  digest=$(cd "$REPO" && find pyproject.toml collectors -name __pycache__ -prune -o -type f -print0 | sort -z \
+    | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+  if [[ -f $WHEELHOUSE/.source-digest ]] && [[ $(cat "$WHEELHOUSE/.source-digest") == "$digest" ]] \
+    && compgen -G "$WHEELHOUSE/pai_monitoring-*.whl" >/dev/null; then
+    return
+  fi
   log "building the wheelhouse $WHEELHOUSE"
   mkdir -p "$WHEELHOUSE"
   # Our own wheel changes with every edit: drop the old one so the guest never installs a stale build.
@@ -122,27 +133,26 @@ build_wheelhouse() {
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
   "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELHOUSE" "$src" 2>"$WORK/wheelhouse.log" \
     || { tail -20 "$WORK/wheelhouse.log" >&2; return 1; }
+  printf '%s\n' "$digest" > "$WHEELHOUSE/.source-digest"
 }
 
 build_nvml_sim() {
-  local src=$REPO/sim/nvml out=$WORK/nvml-sim
-  if [[ ! -d $src ]]; then
-    log "sim/nvml not present: simulated NVML library skipped"
+  local src=$REPO/sim/nvml out=$WORK/nvml-sim built
+  if [[ ! -f $src/build.py ]]; then
+    log "sim/nvml/build.py not present: simulated NVML library skipped"
     return
   fi
+  # Built here (the guests have no compiler); host and guests are both bookworm, so the glibc matches.
+  built=$(python3 "$src/build.py" | tail -1)
   mkdir -p "$out"
-  if [[ -f $src/Makefile ]]; then
-    make -s -C "$src" >&2
-    local built
-    built=$(find "$src" -name 'libnvidia-ml.so*' -type f -newer "$src/Makefile" -print -quit 2>/dev/null || true)
-    [[ -n $built ]] || built=$(find "$src" -name 'libnvidia-ml.so*' -type f -print -quit)
-    install -m 0644 "$built" "$out/libnvidia-ml.so.1"
-  else
-    gcc -shared -fPIC -O2 -o "$out/libnvidia-ml.so.1" "$src"/*.c
-  fi
-  ln -sf libnvidia-ml.so.1 "$out/libnvidia-ml.so"
+  install -m 0644 "$built/libnvidia-ml.so.1" "$out/libnvidia-ml.so.1"
 }
 
+if $VENV_ONLY; then
+  create_venv
+  log "ready: venv $VENV"
+  exit 0
+fi
 install_apt_packages
 configure_containers
 build_image

@@ -33,7 +33,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         "PY_COLORS": "0",
         "ANSIBLE_HOME": str(REPO / ".cache" / "ansible-home"),
     }
-    return subprocess.run(  # noqa: S603 - fixed argv, no shell
+    return subprocess.run(
         argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=LINT_TIMEOUT_SECONDS, check=False
     )
 

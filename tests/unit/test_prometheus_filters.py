@@ -262,3 +262,15 @@ def test_flag_is_read_from_a_slurped_command_line() -> None:
     assert targets.cmdline_flag(cmdline, "--web.listen-address") == ":9091"
     assert targets.cmdline_flag(cmdline, "--web.config.file") == ""
     assert targets.cmdline_flag("not base64!", "--web.listen-address") == ""
+
+
+class _TaggedStr(str):
+    """Stand-in for the str subclass Ansible 2.19 passes to filters (its data-tagging wrapper)."""
+
+
+def test_overrides_given_as_str_subclasses_are_dumped_as_plain_yaml() -> None:
+    override = {_TaggedStr("for"): _TaggedStr("10m"), "labels": {_TaggedStr("team"): _TaggedStr("gpu")}}
+    out = rules.apply_overrides(SHIPPED, {_TaggedStr("NodeCPUUsage"): override})
+    alert = _alerts(out)["NodeCPUUsage"]
+    assert alert["for"] == "10m"
+    assert alert["labels"] == {"severity": "warn", "team": "gpu"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -74,8 +75,24 @@ def unknown_overrides(texts: Iterable[str], overrides: Mapping[str, Any]) -> lis
     return sorted(name for name in overrides if name not in known)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with Ansible's tagged str/dict/list subclasses turned into plain ones, which YAML can dump."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _check_override(name: str, override: Any) -> Mapping[str, Any]:
     where = f"prometheus_alert_overrides[{name!r}]"
+    override = _plain(override)
     if not isinstance(override, Mapping):
         raise RuleFileError(f"{where} must be a mapping, got {type(override).__name__}")
     unknown = sorted(set(override) - OVERRIDE_KEYS)
@@ -116,12 +133,14 @@ def _tuned(rule: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 def apply_overrides(text: str, overrides: Mapping[str, Any] | None) -> str:
     """Return the rule file ``text`` with ``overrides`` applied, as YAML.
 
-    Alerts that an override does not name are kept exactly as shipped (their key order too). A group left
+    A file that no override touches comes back unchanged, comments included. Otherwise alerts that no override
+    names keep their content and key order (comments are lost in the round trip). A group left
     without rules by ``enabled: false`` is dropped, because an empty group only adds noise to /api/v1/rules.
     """
-    checked = {name: _check_override(name, value) for name, value in (overrides or {}).items()}
+    checked = {str(name): _check_override(str(name), value) for name, value in (overrides or {}).items()}
     data = _load(text)
-    list(_alert_rules(data))  # validates the structure
+    if not any(str(rule["alert"]) in checked for rule in _alert_rules(data)):
+        return text  # nothing to change: ship the file as written, comments included
     groups = []
     for group in data["groups"]:
         rules = []
@@ -137,13 +156,67 @@ def apply_overrides(text: str, overrides: Mapping[str, Any] | None) -> str:
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=4096)
 
 
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleFileError(f"cannot read rule file {path}: {exc}") from exc
+
+
+def select_rule_files(paths: Iterable[str]) -> list[str]:
+    """Of the controller paths given, the ones that hold rule files, sorted (test suites and the like drop out)."""
+    return sorted(path for path in paths if is_rule_file(_read(path)))
+
+
+def find_rule_files(base_dir: str, skip_dirs: Iterable[str] = ("tests", "test")) -> list[str]:
+    """Rule files directly in ``base_dir`` or one directory below it (``alerts/``, ``recording/``), sorted.
+
+    Directories named in ``skip_dirs`` (promtool test suites) are not searched; YAML files that are not rule files
+    (such as ``alertmanager.defaults.yml``) are left out by their content.
+    """
+    base = Path(base_dir)
+    if not base.is_dir():
+        return []
+    candidates = [p for p in base.glob("*") if p.is_file()]
+    candidates += [p for d in base.glob("*") if d.is_dir() and d.name not in set(skip_dirs) for p in d.glob("*")]
+    return select_rule_files(str(p) for p in candidates if p.is_file() and p.suffix in (".yml", ".yaml"))
+
+
+def unknown_overrides_in(paths: Iterable[str], overrides: Mapping[str, Any] | None) -> list[str]:
+    """``unknown_overrides`` for rule files given by controller path."""
+    return unknown_overrides([_read(path) for path in paths], overrides or {})
+
+
+def render_rule_file(path: str, overrides: Mapping[str, Any] | None) -> str:
+    """``apply_overrides`` for a rule file given by controller path; the error names the file."""
+    try:
+        return apply_overrides(_read(path), overrides)
+    except RuleFileError as exc:
+        raise RuleFileError(f"{path}: {exc}") from exc
+
+
+def dest_name(path: str, base_dir: str | None = None) -> str:
+    """File name of a rule file on the host: its path below ``base_dir`` with '/' as '-', ending in ``.yml``.
+
+    ``alerts/gpu.rules.yml`` and ``recording/gpu.rules.yml`` thus land side by side without clashing, and every file
+    matches the ``*.yml`` globs of prometheus.yml.
+    """
+    source = Path(path)
+    relative = source.resolve().relative_to(Path(base_dir).resolve()) if base_dir else Path(source.name)
+    name = "-".join(relative.parts)
+    if name.endswith(".yaml"):
+        return name.removesuffix(".yaml") + ".yml"
+    return name if name.endswith(".yml") else name + ".yml"
+
+
 class FilterModule:
     """Filters of the prometheus role (loaded by Ansible from the role's filter_plugins/)."""
 
     def filters(self) -> dict[str, Any]:
         return {
-            "pai_rules_is_rule_file": is_rule_file,
-            "pai_rules_alert_names": alert_names,
-            "pai_rules_unknown_overrides": unknown_overrides,
-            "pai_rules_apply_overrides": apply_overrides,
+            "pai_rules_select": select_rule_files,
+            "pai_rules_find": find_rule_files,
+            "pai_rules_unknown_overrides": unknown_overrides_in,
+            "pai_rules_render": render_rule_file,
+            "pai_rules_dest_name": dest_name,
         }

@@ -7,6 +7,8 @@ it up without a reload.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -93,14 +95,23 @@ def scrape_configs(
     return configs
 
 
-def alerting_config(
-    job_name: str, options: Mapping[str, Mapping[str, Any]] | None, file_sd_dir: str
-) -> dict[str, Any]:
+def alerting_config(job_name: str, options: Mapping[str, Mapping[str, Any]] | None, file_sd_dir: str) -> dict[str, Any]:
     """``alerting`` section of prometheus.yml: the Alertmanagers are the targets of the ``job_name`` scrape job."""
     client: dict[str, Any] = {"file_sd_configs": [{"files": [f"{file_sd_dir}/{job_name}.yml"]}]}
     extra = (options or {}).get(job_name) or {}
     client.update({key: extra[key] for key in ALERTING_KEYS if key in extra})
     return {"alertmanagers": [client]}
+
+
+def cmdline_flag(cmdline: str, flag: str) -> str:
+    """Value of ``--flag=value`` in a process command line as ``slurp`` returns /proc/PID/cmdline (base64,
+    NUL-separated); empty when the flag is absent or the content is not base64."""
+    try:
+        arguments = base64.b64decode(cmdline, validate=True).decode(errors="replace").split("\0")
+    except (binascii.Error, ValueError):
+        return ""
+    prefix = f"{flag}="
+    return next((arg.removeprefix(prefix) for arg in arguments if arg.startswith(prefix)), "")
 
 
 class FilterModule:
@@ -109,6 +120,7 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "pai_listen_port": listen_port,
+            "pai_cmdline_flag": cmdline_flag,
             "pai_job_hosts": job_hosts,
             "pai_file_sd": file_sd,
             "pai_scrape_configs": scrape_configs,

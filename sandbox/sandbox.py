@@ -1,0 +1,564 @@
+"""A sandbox cluster of real systemd hosts on this machine, deployed with the site playbook.
+
+The sandbox is a control/monitoring guest and GPU-node guests: podman containers that boot systemd from
+``localhost/bookworm-systemd:latest`` (built by ``tests/hosts/setup.sh``) on a podman network of their own. The GPU
+nodes get the simulated NVML library (``sim/nvml/``, a stand-in for GPUs) and a few running jobs in Slurm-style
+cgroups; the control guest runs the Kubernetes API stand-in (``sim/kube_apiserver/``), VictoriaMetrics as a
+``remote_write`` target and a small webhook receiver that records what Alertmanager sends. Everything else is
+installed by ``ansible-playbook playbooks/site.yml`` with an inventory generated here.
+
+Used by ``sandbox/demo.sh`` (``make demo``) with the names ``pai-demo-*`` and by the end-to-end tests with
+``pai-e2e-*``; both can run at once. Only the standard library is used, so any ``python3`` runs it.
+
+    python3 sandbox/sandbox.py up|down|status [--name pai-demo] [--port-base 19000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "localhost/bookworm-systemd:latest"
+HTTP_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 120.0
+PLAYBOOK_TIMEOUT_S = 1200.0
+SCRATCH_SIZE_MIB = 64
+GPUS_PER_NODE = 4
+GIB = 1024**3
+
+# Paths inside the guests (written by sandbox/prepare.yml).
+NVML_DIR = "/opt/pai-sandbox/nvml"
+NVML_SCENARIO = "/etc/pai-sandbox/nvml.conf"
+KUBE_SCENARIO = "/etc/pai-sandbox/kube-scenario.yml"
+SCRATCH_MOUNT = "/srv/scratch"
+
+# Ports inside the control guest, published on 127.0.0.1 of this machine at port_base + offset.
+PUBLISHED = {"prometheus": 9090, "alertmanager": 9093, "victoria_metrics": 8428, "webhook": 9095, "kube_control": 6444}
+PORT_OFFSETS = {"prometheus": 90, "alertmanager": 93, "victoria_metrics": 28, "webhook": 95, "kube_control": 44}
+
+# Jobs started on each GPU node: (Slurm job id, job name, user, virtual cluster, GPUs, own network namespace).
+# A job with its own network namespace (systemd PrivateNetwork=) has per-job network metrics; the others share the
+# node's, as host-network jobs do.
+JOBS: dict[int, tuple[tuple[int, str, str, str, str, bool], ...]] = {
+    0: (
+        (101, "alice~resnet50", "alice", "default", "0,1", False),
+        (102, "bob~bert-large", "bob", "research", "2", True),
+    ),
+    1: ((201, "carol~llama-finetune", "carol", "default", "0,1,2,3", True),),
+    2: ((301, "dave~vit-pretrain", "dave", "research", "0,1", True),),
+}
+
+
+def log(message: str) -> None:
+    print(f"[sandbox {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = COMMAND_TIMEOUT_S,
+    quiet: bool = False,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with a timeout; its output is captured and shown only when it fails."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, input=input_text)
+    if check and result.returncode != 0:
+        if not quiet:
+            sys.stderr.write(result.stdout + result.stderr)
+        msg = f"{shlex.join(argv)} exited {result.returncode}"
+        raise RuntimeError(msg)
+    return result
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    role: str
+    """``ctl`` or ``gpu``."""
+    index: int = 0
+
+
+@dataclass
+class Sandbox:
+    """One sandbox cluster, named ``<name>-ctl``, ``<name>-gpu1``, ... on the podman network ``<name>``."""
+
+    name: str = "pai-demo"
+    port_base: int = 19000
+    gpu_nodes: int = 2
+    state_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state_dir = REPO / ".cache" / "sandbox" / self.name
+
+    # --- naming -------------------------------------------------------------------------------------------------
+
+    @property
+    def ctl(self) -> Guest:
+        return Guest(f"{self.name}-ctl", "ctl")
+
+    def gpu(self, index: int) -> Guest:
+        return Guest(f"{self.name}-gpu{index + 1}", "gpu", index)
+
+    @property
+    def guests(self) -> list[Guest]:
+        return [self.ctl, *(self.gpu(i) for i in range(self.gpu_nodes))]
+
+    def port(self, service: str) -> int:
+        return self.port_base + PORT_OFFSETS[service]
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port(service)}"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.state_dir / "inventory.yml"
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def up(self) -> None:
+        started = time.monotonic()
+        self.prepare_machine()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_network()
+        for guest in self.guests:
+            self.ensure_guest(guest)
+        self.write_inventory()
+        self.write_kubeconfig()
+        self.copy_wheelhouse()
+        log("preparing the guests (sandbox/prepare.yml: jobs, simulated GPUs, Kubernetes API stand-in)")
+        self.playbook(REPO / "sandbox" / "prepare.yml")
+        for i in range(self.gpu_nodes):
+            self.write_gpu_scenario(self.gpu(i))
+        log("deploying the suite: ansible-playbook playbooks/site.yml")
+        self.playbook(REPO / "playbooks" / "site.yml")
+        log("waiting until every target is up")
+        self.wait_targets_up()
+        log(f"sandbox {self.name} is up after {time.monotonic() - started:.0f}s")
+
+    def add_gpu_node(self) -> Guest:
+        """Grow the sandbox by one GPU node: a new guest, the inventory, prepare.yml and the site playbook."""
+        self.gpu_nodes += 1
+        guest = self.gpu(self.gpu_nodes - 1)
+        self.ensure_guest(guest)
+        self.write_inventory()
+        log(f"adding {guest.name}: preparing it, then running playbooks/site.yml")
+        self.playbook(REPO / "sandbox" / "prepare.yml")
+        self.write_gpu_scenario(guest)
+        self.playbook(REPO / "playbooks" / "site.yml")
+        return guest
+
+    def down(self) -> None:
+        names = run(
+            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}"], check=False
+        ).stdout.split()
+        if names:
+            log(f"removing guests {' '.join(names)}")
+            run(["podman", "rm", "-f", "-t", "5", *names], check=False, timeout=180)
+        if run(["podman", "network", "exists", self.name], check=False).returncode == 0:
+            log(f"removing network {self.name}")
+            run(["podman", "network", "rm", "-f", self.name], check=False)
+        for mount in sorted(self.state_dir.glob("scratch-*")):
+            if mount.is_dir() and os.path.ismount(mount):
+                run(["umount", str(mount)], check=False)
+        if self.state_dir.exists():
+            log(f"removing {self.state_dir}")
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def is_up(self) -> bool:
+        """True when the guests exist and Prometheus answers with every target up."""
+        try:
+            targets = self.targets()
+        except OSError:
+            return False
+        return len(targets) >= 4 + 2 * self.gpu_nodes and all(t["health"] == "up" for t in targets)
+
+    def status(self) -> int:
+        result = run(
+            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}\t{{.Status}}"],
+            check=False,
+        )
+        print(result.stdout.strip() or f"no guests of sandbox {self.name}")
+        try:
+            targets = self.targets()
+        except OSError:
+            print(f"Prometheus does not answer at {self.url('prometheus')}")
+            return 1
+        for target in targets:
+            print(f"{target['labels']['job']:<18} {target['labels']['instance']:<28} {target['health']}")
+        return 0 if targets and all(t["health"] == "up" for t in targets) else 1
+
+    # --- machine and guests -------------------------------------------------------------------------------------
+
+    def prepare_machine(self) -> None:
+        """Apt packages, guest image, ansible virtualenv, wheelhouse and NVML library (tests/hosts/setup.sh)."""
+        log("preparing this machine (tests/hosts/setup.sh: podman, guest image, ansible, wheelhouse, NVML library)")
+        subprocess.run([str(REPO / "tests" / "hosts" / "setup.sh")], check=True, timeout=PLAYBOOK_TIMEOUT_S)
+
+    def ensure_network(self) -> None:
+        if run(["podman", "network", "exists", self.name], check=False).returncode != 0:
+            log(f"creating podman network {self.name}")
+            run(["podman", "network", "create", "--label", f"pai.sandbox={self.name}", self.name])
+
+    def scratch_dir(self, guest: Guest) -> Path:
+        return self.state_dir / f"scratch-{guest.name}"
+
+    def ensure_scratch(self, guest: Guest) -> Path:
+        """A small ext4 filesystem on a loop device, for the 'filesystem nearly full' fault."""
+        mount = self.scratch_dir(guest)
+        if os.path.ismount(mount):
+            return mount
+        image = self.state_dir / f"scratch-{guest.name}.img"
+        mount.mkdir(parents=True, exist_ok=True)
+        if not image.exists():
+            with image.open("wb") as handle:
+                handle.truncate(SCRATCH_SIZE_MIB * 1024 * 1024)
+            run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)])
+        run(["mount", "-o", "loop", str(image), str(mount)])
+        return mount
+
+    def ensure_guest(self, guest: Guest) -> None:
+        state = run(["podman", "inspect", "--format", "{{.State.Status}}", guest.name], check=False)
+        if state.returncode == 0:
+            if state.stdout.strip() != "running":
+                log(f"starting existing guest {guest.name}")
+                run(["podman", "start", guest.name])
+            else:
+                log(f"reusing running guest {guest.name}")
+            return
+        log(f"creating guest {guest.name}")
+        argv = [
+            "podman",
+            "run",
+            "-d",
+            "--name",
+            guest.name,
+            "--hostname",
+            guest.name,
+            "--network",
+            self.name,
+            "--label",
+            f"pai.sandbox={self.name}",
+            "--systemd=always",
+            # Privileged with a private cgroup namespace: the guest's systemd owns writable cgroup v1 hierarchies,
+            # so jobs get Slurm-style cgroups of their own and the exporters see the guest's tree from its root.
+            "--privileged",
+            "--cgroupns=private",
+        ]
+        if guest.role == "ctl":
+            for service, inner in PUBLISHED.items():
+                argv += ["-p", f"127.0.0.1:{self.port(service)}:{inner}"]
+        else:
+            argv += ["-v", f"{self.ensure_scratch(guest)}:{SCRATCH_MOUNT}"]
+        run([*argv, IMAGE, "/sbin/init"])
+
+    def copy_wheelhouse(self) -> None:
+        """The wheels the control guest's stand-in virtualenv installs from (the guests reach no Python index)."""
+        self.exec(self.ctl, ["rm", "-rf", "/opt/pai-sandbox/wheelhouse"])
+        self.exec(self.ctl, ["mkdir", "-p", "/opt/pai-sandbox"])
+        run(["podman", "cp", str(REPO / ".cache" / "wheelhouse"), f"{self.ctl.name}:/opt/pai-sandbox/wheelhouse"])
+
+    def guest_ip(self, guest: Guest) -> str:
+        out = run(["podman", "inspect", "--format", "{{json .NetworkSettings.Networks}}", guest.name]).stdout
+        networks: dict[str, Any] = json.loads(out)
+        return str(networks[self.name]["IPAddress"])
+
+    # --- inventory ----------------------------------------------------------------------------------------------
+
+    def write_kubeconfig(self) -> None:
+        """Kubeconfig of the watchdog: the API stand-in on the control guest, plain HTTP, a dummy token."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "sandbox",
+            "clusters": [{"name": "sandbox", "cluster": {"server": "http://127.0.0.1:6443"}}],
+            "users": [{"name": "watchdog", "user": {"token": "sandbox-token"}}],
+            "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "watchdog"}}],
+        }
+        (self.state_dir / "kubeconfig").write_text(json.dumps(config, indent=2) + "\n")
+
+    def inventory(self) -> dict[str, Any]:
+        hosts: dict[str, dict[str, Any]] = {}
+        for guest in self.guests:
+            hosts[guest.name] = {"sandbox_ip": self.guest_ip(guest), "sandbox_role": guest.role}
+        gpu_hosts = {
+            g.name: {"sandbox_jobs": [list(j) for j in JOBS.get(g.index, JOBS[0])]}
+            for g in self.guests
+            if g.role == "gpu"
+        }
+        short_for = {"for": "10s"}
+        group_vars: dict[str, Any] = {
+            "ansible_connection": "containers.podman.podman",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "sandbox_name": self.name,
+            "sandbox_repo_dir": str(REPO),
+            "sandbox_nvml_library": str(REPO / ".cache" / "nvml-sim" / "libnvidia-ml.so.1"),
+            # Short intervals so that faults reach Alertmanager in seconds (see docs/demo.md for the arithmetic).
+            "prometheus_scrape_interval": "5s",
+            "prometheus_scrape_timeout": "4s",
+            "prometheus_evaluation_interval": "5s",
+            "prometheus_rules_alert_resend_delay": "5s",
+            "prometheus_private_users": False,
+            "prometheus_memory_max": "1G",
+            "prometheus_storage_retention_time": "2d",
+            "prometheus_remote_write": [{"url": "http://127.0.0.1:8428/api/v1/write"}],
+            "prometheus_external_labels": {"sandbox": self.name},
+            "prometheus_alert_overrides": {
+                "JobExporterNotUp": short_for,
+                "NvidiaSmiDoubleEccError": short_for,
+                "GpuUsedByExternalProcess": short_for,
+                "NodeNotReady": short_for,
+                "NodeFilesystemAlmostOutOfSpace": short_for,
+                # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
+                "GpuXidFatalError": {
+                    "for": "0s",
+                    "expr": 'time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30',
+                },
+            },
+            "alertmanager_private_users": False,
+            "alertmanager_group_wait": "1s",
+            "alertmanager_group_interval": "5s",
+            "alertmanager_repeat_interval": "1h",
+            "alertmanager_resolve_timeout": "1m",
+            "alertmanager_webhook_url": "http://127.0.0.1:9095/alerts",
+            "job_exporter_nvml_library_dir": NVML_DIR,
+            "job_exporter_environment": {"PAI_NVML_SIM_SCENARIO": NVML_SCENARIO},
+            "job_exporter_collector_options": {
+                "gpu": {"interval": 5},
+                "jobs": {"interval": 5},
+                "node_health": {"interval": 5},
+            },
+            "watchdog_kube_auth": "kubeconfig",
+            "watchdog_kubeconfig_src": str(self.state_dir / "kubeconfig"),
+            "watchdog_collector_options": {"kubernetes": {"interval": 5}},
+        }
+        return {
+            "all": {
+                "vars": group_vars,
+                "hosts": hosts,
+                "children": {
+                    "monitoring": {"hosts": {self.ctl.name: {}}},
+                    "control": {"hosts": {self.ctl.name: {}}},
+                    "gpu_nodes": {"hosts": gpu_hosts},
+                },
+            },
+        }
+
+    def write_inventory(self) -> None:
+        # JSON is YAML: ansible-playbook reads this file as a YAML inventory.
+        self.inventory_path.write_text(json.dumps(self.inventory(), indent=2) + "\n")
+
+    # --- ansible ------------------------------------------------------------------------------------------------
+
+    def playbook(self, path: Path, *, capture: bool = False) -> str:
+        """Run a playbook against the sandbox; its output is streamed (or captured and returned)."""
+        ansible = REPO / ".cache" / "molecule-venv" / "bin" / "ansible-playbook"
+        env = {
+            **os.environ,
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_HOST_KEY_CHECKING": "false",
+            "ANSIBLE_FORCE_COLOR": "false",
+            "ANSIBLE_NOCOLOR": "true",
+            "ANSIBLE_RETRY_FILES_ENABLED": "false",
+            "PATH": f"{ansible.parent}:{os.environ.get('PATH', '')}",
+        }
+        argv = [str(ansible), "-i", str(self.inventory_path), str(path)]
+        if capture:
+            result = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT_S, check=False, cwd=REPO
+            )
+            if result.returncode != 0:
+                sys.stderr.write(result.stdout[-20000:] + result.stderr[-5000:])
+                msg = f"{path.name} failed (exit {result.returncode})"
+                raise RuntimeError(msg)
+            return result.stdout
+        subprocess.run(argv, env=env, check=True, timeout=PLAYBOOK_TIMEOUT_S, cwd=REPO)
+        return ""
+
+    # --- guests at run time -------------------------------------------------------------------------------------
+
+    def exec(
+        self, guest: Guest, argv: Sequence[str], *, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run(["podman", "exec", "-i", guest.name, *argv], check=check, input_text=input_text)
+
+    def write_file(self, guest: Guest, path: str, content: str) -> None:
+        """Replace a file in a guest atomically (temporary file, then rename), as the NVML simulator wants."""
+        script = f'set -e; tmp=$(mktemp "{path}.XXXXXX"); cat > "$tmp"; chmod 0644 "$tmp"; mv -f "$tmp" "{path}"'
+        self.exec(guest, ["sh", "-c", script], input_text=content)
+
+    def main_pid(self, guest: Guest, unit: str) -> int:
+        out = self.exec(guest, ["systemctl", "show", "--property=MainPID", "--value", unit]).stdout
+        return int(out.strip() or 0)
+
+    def gpu_scenario(
+        self,
+        guest: Guest,
+        *,
+        ecc_double: Mapping[int, int] | None = None,
+        xids: Sequence[tuple[int, int]] = (),
+        external_gpu: int | None = None,
+    ) -> str:
+        """The simulated NVML scenario of a GPU node: GPUs, the jobs' processes on them, and injected faults."""
+        lines = [
+            f"# Written by sandbox/sandbox.py for {guest.name}; a stand-in for {GPUS_PER_NODE} GPUs.",
+            f"gpu_count = {GPUS_PER_NODE}",
+            "driver_version = 550.54.15",
+        ]
+        for gpu in range(GPUS_PER_NODE):
+            busy = 35 + 15 * gpu + 7 * guest.index
+            lines += [
+                f"gpu.{gpu}.name = NVIDIA A100-SXM4-80GB (simulated)",
+                f"gpu.{gpu}.memory.total = {80 * GIB}",
+                f"gpu.{gpu}.memory.used = {(10 + 12 * gpu) * GIB}",
+                f"gpu.{gpu}.utilization.gpu = {busy % 100}",
+                f"gpu.{gpu}.utilization.memory = {(busy // 2) % 100}",
+                f"gpu.{gpu}.temperature = {45 + 3 * gpu}",
+                f"gpu.{gpu}.power = {(120 + 40 * gpu) * 1000}",
+                f"gpu.{gpu}.power_limit = 400000",
+                f"gpu.{gpu}.pstate = 0",
+                f"gpu.{gpu}.ecc.uncorrected = {(ecc_double or {}).get(gpu, 0)}",
+            ]
+        slots: dict[int, int] = {}
+        for job in JOBS.get(guest.index, JOBS[0]):
+            job_id, gpus = job[0], job[4]
+            pid = self.main_pid(guest, f"pai-sandbox-job-{job_id}.service")
+            for gpu in (int(g) for g in gpus.split(",")):
+                slot = slots.get(gpu, 0)
+                slots[gpu] = slot + 1
+                lines.append(f"gpu.{gpu}.process.{slot} = {pid} {4 * GIB} compute")
+        if external_gpu is not None:
+            pid = self.main_pid(guest, "pai-sandbox-stray.service")
+            slot = slots.get(external_gpu, 0)
+            lines.append(f"gpu.{external_gpu}.process.{slot} = {pid} {GIB} compute")
+        for sequence, (gpu, code) in enumerate(xids, start=1):
+            lines.append(f"xid.{sequence} = {gpu} {code}")
+        return "\n".join(lines) + "\n"
+
+    def write_gpu_scenario(self, guest: Guest, **faults: Any) -> None:
+        self.write_file(guest, NVML_SCENARIO, self.gpu_scenario(guest, **faults))
+
+    # --- HTTP ---------------------------------------------------------------------------------------------------
+
+    def get_json(self, service: str, path: str, params: Mapping[str, str] | None = None) -> Any:
+        url = f"{self.url(service)}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            # Prometheus answers a bad query with 400 and a JSON body that says why: return it to the caller.
+            if error.headers.get_content_type() == "application/json":
+                return json.load(error)
+            raise
+
+    def send_json(self, service: str, path: str, method: str, body: object) -> Any:
+        request = urllib.request.Request(
+            f"{self.url(service)}{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            return json.load(response)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.get_json("prometheus", "/api/v1/query", {"query": expr})
+        if data.get("status") != "success":
+            msg = f"query {expr!r} failed: {data}"
+            raise RuntimeError(msg)
+        return list(data["data"]["result"])
+
+    def targets(self) -> list[dict[str, Any]]:
+        data = self.get_json("prometheus", "/api/v1/targets", {"state": "active"})
+        return list(data["data"]["activeTargets"])
+
+    def wait_targets_up(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        expected = 4 + 2 * self.gpu_nodes  # node_exporter everywhere, job-exporters, watchdog, prometheus, alertmanager
+        last = ""
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                targets = self.targets()
+                down = [f"{t['labels']['job']}/{t['labels']['instance']}" for t in targets if t["health"] != "up"]
+                summary = f"{len(targets) - len(down)}/{len(targets)} targets up" + (
+                    f"; waiting for {down}" if down else ""
+                )
+                if summary != last:
+                    log(summary)
+                    last = summary
+                if len(targets) >= expected and not down:
+                    return
+            time.sleep(2)
+        msg = f"not every target is up after {timeout:.0f}s: {last}"
+        raise TimeoutError(msg)
+
+    def webhook_alerts(self) -> list[dict[str, Any]]:
+        """Every notification the webhook receiver in the control guest got: {received_at, payload}."""
+        return list(self.get_json("webhook", "/alerts"))
+
+    def print_welcome(self) -> None:
+        print(f"""
+Sandbox {self.name} is running: {", ".join(g.name for g in self.guests)} (podman network {self.name}).
+
+  Prometheus       {self.url("prometheus")}/targets
+  Alertmanager     {self.url("alertmanager")}/#/alerts
+  VictoriaMetrics  {self.url("victoria_metrics")}/vmui   (receives everything through remote_write)
+  Webhook log      {self.url("webhook")}/alerts          (what Alertmanager sent)
+
+Queries to try in Prometheus ({self.url("prometheus")}/graph):
+  up
+  nvidiasmi_utilization_gpu
+  task_gpu_percent
+  sum by (job_name) (task_cpu_percent)
+  count by (instance) (node_uname_info)
+  pai_node_count
+  ALERTS
+
+Inject a fault (see docs/demo.md), e.g. stop an exporter:
+  podman exec {self.gpu(0).name} systemctl stop pai-job-exporter
+Status: sandbox/demo.sh status        Remove everything: make demo-down
+""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--name", default="pai-demo", help="prefix of the guests and name of the network")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=19000,
+        help="published ports: Prometheus base+90, Alertmanager base+93, VictoriaMetrics base+28, "
+        "webhook log base+95, Kubernetes stand-in control base+44",
+    )
+    args = parser.parse_args(argv)
+    sandbox = Sandbox(name=args.name, port_base=args.port_base)
+    if args.command == "up":
+        sandbox.up()
+        sandbox.print_welcome()
+        return 0
+    if args.command == "down":
+        sandbox.down()
+        return 0
+    return sandbox.status()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
