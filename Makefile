@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 UNIT_MARKERS := not integration and not molecule and not e2e and not gpu_hardware
 
-.PHONY: help deps hosts check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel clean
+.PHONY: help deps hosts lintenv check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel clean
 
 help:
 	@echo "make demo       sandbox cluster on this machine, deployed by playbooks/site.yml"
@@ -37,7 +37,11 @@ docs: deps
 	$(PY) -m pai_monitoring.metrics_doc docs/metrics.md
 	$(PY) tools/gen_alerts_doc.py
 
-check: hosts lint types unit
+# the fast tier needs only the Ansible virtualenv (for ansible-lint and yamllint), not the guest image
+lintenv: deps
+	tests/hosts/setup.sh --venv-only
+
+check: lintenv lint types unit
 
 integration: deps
 	$(PYTEST) -m integration

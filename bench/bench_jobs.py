@@ -28,10 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "collectors"))
 
-from tests.fixtures.jobs.generate import build_synthetic  # noqa: E402
-
 from pai_monitoring.jobs.collector import JobsCollector, JobsOptions  # noqa: E402
 from pai_monitoring.runtime.collector import CollectorContext  # noqa: E402
+from tests.fixtures.jobs.generate import build_synthetic  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+
 from sandbox.sandbox import Sandbox
 
 

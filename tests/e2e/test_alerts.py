@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from sandbox.sandbox import REPO, SCRATCH_MOUNT, Sandbox
 
 pytestmark = pytest.mark.e2e

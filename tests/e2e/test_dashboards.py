@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from sandbox.sandbox import REPO, Sandbox
 
 pytestmark = pytest.mark.e2e

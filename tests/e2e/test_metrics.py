@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+
 from sandbox.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e

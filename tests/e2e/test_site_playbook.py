@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+
 from sandbox.sandbox import REPO, Sandbox
 
 pytestmark = pytest.mark.e2e
