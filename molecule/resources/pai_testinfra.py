@@ -103,6 +103,14 @@ def documented_exposure(unit: str, scenario: str) -> float:
     return float(match.group(1))
 
 
+def assert_drop_in_hardening(host: Any, unit: str, expected: dict[str, str]) -> None:
+    """Our hardening drop-in for a packaged unit is in place (managed, 0644) and systemd applies ``expected``."""
+    drop_in = host.file(f"/etc/systemd/system/{unit}.d/10-pai-hardening.conf")
+    assert drop_in.mode == 0o644
+    assert drop_in.content_string.startswith("#\n# Ansible managed")
+    assert unit_properties(host, unit, *expected) == expected
+
+
 def assert_exposure(host: Any, unit: str, scenario: str) -> None:
     """The unit is rated at most EXPOSURE_THRESHOLD, and docs/security.md shows the value measured here."""
     exposure, rating = security_exposure(host, unit)

@@ -59,21 +59,19 @@ def test_state_directory_is_writable_by_the_service_only(host: Any) -> None:
 
 
 def test_hardening_drop_in_and_exposure(host: Any) -> None:
-    drop_in = host.file("/etc/systemd/system/prometheus-alertmanager.service.d/10-pai-hardening.conf")
-    assert drop_in.mode == 0o644
-    assert drop_in.content_string.startswith("#\n# Ansible managed")
-    props = pt.unit_properties(
-        host, UNIT, "Restart", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "MemoryMax", "User"
+    pt.assert_drop_in_hardening(
+        host,
+        UNIT,
+        {
+            "Restart": "always",
+            "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict",
+            "ProtectHome": "yes",
+            "PrivateTmp": "yes",
+            "MemoryMax": str(512 * 1024**2),
+            "User": "prometheus",
+        },
     )
-    assert props == {
-        "Restart": "always",
-        "NoNewPrivileges": "yes",
-        "ProtectSystem": "strict",
-        "ProtectHome": "yes",
-        "PrivateTmp": "yes",
-        "MemoryMax": str(512 * 1024**2),
-        "User": "prometheus",
-    }
     exposure, rating = pt.security_exposure(host, UNIT)
     assert exposure <= pt.EXPOSURE_THRESHOLD, f"{UNIT} exposure {exposure} {rating}"
 

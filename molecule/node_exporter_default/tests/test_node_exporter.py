@@ -35,21 +35,19 @@ def test_textfile_directory_is_shared_with_the_job_exporter(host: Any) -> None:
 
 
 def test_hardening_drop_in(host: Any) -> None:
-    drop_in = host.file("/etc/systemd/system/prometheus-node-exporter.service.d/10-pai-hardening.conf")
-    assert drop_in.mode == 0o644
-    assert drop_in.content_string.startswith("#\n# Ansible managed")
-    props = pt.unit_properties(
-        host, UNIT, "Restart", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "MemoryMax", "User"
+    pt.assert_drop_in_hardening(
+        host,
+        UNIT,
+        {
+            "Restart": "always",
+            "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict",
+            "ProtectHome": "read-only",
+            "PrivateTmp": "yes",
+            "MemoryMax": str(128 * 1024**2),
+            "User": "prometheus",
+        },
     )
-    assert props == {
-        "Restart": "always",
-        "NoNewPrivileges": "yes",
-        "ProtectSystem": "strict",
-        "ProtectHome": "read-only",
-        "PrivateTmp": "yes",
-        "MemoryMax": str(128 * 1024**2),
-        "User": "prometheus",
-    }
 
 
 def test_service_runs_and_listens_on_loopback_only(host: Any) -> None:

@@ -58,21 +58,19 @@ def test_service_user_has_no_login_shell(host: Any) -> None:
 
 
 def test_hardening_drop_in_and_exposure(host: Any) -> None:
-    drop_in = host.file("/etc/systemd/system/prometheus.service.d/10-pai-hardening.conf")
-    assert drop_in.mode == 0o644
-    assert drop_in.content_string.startswith("#\n# Ansible managed")
-    props = pt.unit_properties(
-        host, UNIT, "Restart", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "MemoryMax", "User"
+    pt.assert_drop_in_hardening(
+        host,
+        UNIT,
+        {
+            "Restart": "always",
+            "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict",
+            "ProtectHome": "yes",
+            "PrivateTmp": "yes",
+            "MemoryMax": str(4 * 1024**3),
+            "User": "prometheus",
+        },
     )
-    assert props == {
-        "Restart": "always",
-        "NoNewPrivileges": "yes",
-        "ProtectSystem": "strict",
-        "ProtectHome": "yes",
-        "PrivateTmp": "yes",
-        "MemoryMax": str(4 * 1024**3),
-        "User": "prometheus",
-    }
     exposure, rating = pt.security_exposure(host, UNIT)
     assert exposure <= pt.EXPOSURE_THRESHOLD, f"{UNIT} exposure {exposure} {rating}"
 
