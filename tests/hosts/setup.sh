@@ -65,6 +65,14 @@ configure_containers() {
   fi
 }
 
+# Lazily unmount every mount point below a directory, deepest first.
+unmount_below() {
+  local dir mounts
+  dir=$(realpath "$1")
+  mapfile -t mounts < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r)
+  ((${#mounts[@]} == 0)) || umount -l "${mounts[@]}"
+}
+
 build_image() {
   if $REBUILD_IMAGE && podman image exists "$IMAGE"; then
     podman image rm -f "$IMAGE" >/dev/null
@@ -76,18 +84,21 @@ build_image() {
   local mirror rootfs
   mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
   rootfs=$(mktemp -d "$WORK/rootfs.XXXXXX")
-  trap 'rm -rf "$rootfs"' RETURN
+  trap 'unmount_below "$rootfs"; rm -rf --one-file-system "$rootfs"' RETURN
   debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,procps,sudo,ca-certificates \
     bookworm "$rootfs" "$mirror" > "$WORK/debootstrap.log" 2>&1 \
     || { tail -20 "$WORK/debootstrap.log" >&2; return 1; }
+  # debootstrap can leave the target's /proc mounted (a submount such as binfmt_misc keeps it busy); the image
+  # must not contain the host's /proc, and rm -rf must not walk into it.
+  unmount_below "$rootfs"
   cp /etc/apt/sources.list.d/debian.sources "$rootfs/etc/apt/sources.list.d/"
   rm -f "$rootfs/etc/apt/sources.list" "$rootfs"/var/cache/apt/archives/*.deb
   cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
   chroot "$rootfs" update-ca-certificates >/dev/null
   printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$rootfs/etc/hosts"
   : > "$rootfs/etc/machine-id"
-  tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$IMAGE" >/dev/null
+  tar -C "$rootfs" --one-file-system -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$IMAGE" >/dev/null
 }
 
 create_venv() {
