@@ -94,9 +94,9 @@ OVERRIDES = """\
 ## Tuning without editing the shipped files
 
 The prometheus role rewrites a shipped alert at deploy time from `prometheus_alert_overrides`, keyed by alert
-name. Each entry may set `expr`, `for`, `severity`, `labels`, `annotations` (merged into the shipped ones) or
-`enabled: false`; `promtool check rules` validates the result before it reaches Prometheus. Own rule files are
-added with `prometheus_extra_rule_files`.
+name. Each entry may set `expr`, `for`, `keep_firing_for`, `severity`, `labels`, `annotations` (merged into the
+shipped ones) or `enabled: false`; `promtool check rules` validates the result before it reaches Prometheus. Own
+rule files are added with `prometheus_extra_rule_files`.
 
 ```yaml
 prometheus_alert_overrides:

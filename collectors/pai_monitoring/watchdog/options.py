@@ -73,6 +73,10 @@ class KubernetesOptions(CollectorOptions):
         default="jobName",
         metadata={"help": "Pod label that makes a pod (without the service label) a job pod (its value: job_name)."},
     )
+    user_label: str = field(
+        default="userName",
+        metadata={"help": "Pod label of a job pod that names the job's owner (its value: username)."},
+    )
     log_limit: int = field(
         default=200,
         metadata={"help": "Unhealthy pods, containers and nodes logged per kind and collection; the rest counted."},

@@ -111,7 +111,7 @@ def test_kubeconfig_credentials_reach_the_api(cluster: ClusterState, apiserver: 
     finally:
         collector.close()
     assert result.api_error() == "ok"
-    assert result.one("k8s_api_server_count").labels["host_ip"] == apiserver.url
+    assert result.one("k8s_api_server_count").labels["url"] == apiserver.url
     assert result.one("pai_node_count").labels["node_name"] == "n1"
 
 
