@@ -172,11 +172,15 @@ def running_prometheus(
     interval: str = "1s",
     target_labels: Mapping[str, Mapping[str, str]] | None = None,
     alertmanagers: Sequence[str] = (),
+    scrape_self: bool = False,
 ) -> Iterator[Prometheus]:
     """Start Prometheus on a free loopback port with its own storage; stop it and remove the storage after."""
     directory = Path(tempfile.mkdtemp(prefix="pai-prometheus-"))
-    config = write_config(directory, targets, rule_files, interval, target_labels, alertmanagers)
     port = free_port()
+    if scrape_self:  # as the prometheus role does: job prometheus, pai_service_name prometheus
+        targets = {**targets, "prometheus": [f"127.0.0.1:{port}"]}
+        target_labels = {**(target_labels or {}), "prometheus": {"pai_service_name": "prometheus"}}
+    config = write_config(directory, targets, rule_files, interval, target_labels, alertmanagers)
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Prometheus.stop
     process = subprocess.Popen(
         [
