@@ -38,8 +38,8 @@ JOB_POD_COUNT = MetricSpec(
         "reason",
     ),
 )
-JOB_CONTAINER_COUNT = MetricSpec(
-    "pai_job_container_count",
+JOB_CONTAINER_STATUS = MetricSpec(
+    "pai_job_container_status",
     "gauge",
     "1 per container of a job pod, labelled with its state, the state's reason and exit code, and the reason of its"
     " last termination (e.g. OOMKilled).",
@@ -131,7 +131,7 @@ LIST_NODES_LATENCY = MetricSpec(
 ALL: tuple[MetricSpec, ...] = (
     POD_COUNT,
     JOB_POD_COUNT,
-    JOB_CONTAINER_COUNT,
+    JOB_CONTAINER_STATUS,
     JOB_CONTAINER_RESTARTS,
     CONTAINER_COUNT,
     NODE_COUNT,
@@ -211,7 +211,7 @@ class ObjectFamilies:
     def __init__(self) -> None:
         self.pods = gauge(POD_COUNT)
         self.job_pods = gauge(JOB_POD_COUNT)
-        self.job_containers = gauge(JOB_CONTAINER_COUNT)
+        self.job_containers = gauge(JOB_CONTAINER_STATUS)
         self.job_restarts = counter(JOB_CONTAINER_RESTARTS)
         self.containers = gauge(CONTAINER_COUNT)
         self.nodes = gauge(NODE_COUNT)
