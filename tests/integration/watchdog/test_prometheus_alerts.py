@@ -190,3 +190,39 @@ def test_node_not_ready_holds_while_the_watchdog_is_down(
         prom.wait_for_series('up{job="pai_watchdog"} == 1')
         prom.wait_for_series('pai_node_count{node_name="node1"}')
         assert prom.matching_alerts("NodeNotReady", "firing", NOT_READY)
+
+
+def test_failures_of_a_users_job_page_with_the_job_and_its_owner(
+    make_watchdog: Callable[..., Watchdog], cluster: ClusterState, tmp_path: Path
+) -> None:
+    def job_pod(name: str, **extra: object) -> dict[str, object]:
+        return {"name": name, "labels": {"jobName": "alice~bert", "userName": "alice"}, "node": "node2", **extra}
+
+    healthy = {**SCENARIO, "pods": [job_pod("bert-0"), job_pod("bert-1"), job_pod("bert-2")]}
+    cluster.load_scenario(healthy)
+    watchdog = make_watchdog(interval=1.0, timeout=2.0, request_timeout=1.0)
+    names = ("PaiJobContainerRestarting", "PaiJobContainerOOMKilled", "PaiJobContainerFailed", "PaiJobPodEvicted")
+    overrides: dict[str, dict[str, object]] = {name: {"for": "2s"} for name in names}
+    with running_prometheus({"pai_watchdog": [f"127.0.0.1:{watchdog.port}"]}, rules(tmp_path, overrides)) as prom:
+        prom.wait_for_series('pai_job_container_restarts_total{pod_name="bert-0"} == 0')
+        assert [a for a in prom.alerts() if a["labels"]["alertname"] in names] == []
+
+        cluster.load_scenario({
+            **SCENARIO,
+            "pods": [
+                job_pod("bert-0", containers=[{"name": "main", "restarts": 4, "last_reason": "OOMKilled",
+                                               "last_exit_code": 137}]),
+                job_pod("bert-1", containers=[{"name": "main", "state": "terminated", "reason": "Error",
+                                               "exit_code": 3}]),
+                job_pod("bert-2", phase="Failed", reason="Evicted", containers=[{"name": "main", "state": "terminated",
+                                                                                 "reason": "Error", "exit_code": 137}]),
+            ],
+        })  # fmt: skip
+        owner = {"job_name": "alice~bert", "username": "alice"}
+        restarting = prom.wait_for_alert("PaiJobContainerRestarting", labels={**owner, "pod_name": "bert-0"})
+        oom = prom.wait_for_alert("PaiJobContainerOOMKilled", labels={**owner, "pod_name": "bert-0"})
+        failed = prom.wait_for_alert("PaiJobContainerFailed", labels={**owner, "pod_name": "bert-1"})
+        evicted = prom.wait_for_alert("PaiJobPodEvicted", labels={**owner, "name": "bert-2"})
+        assert failed["labels"]["exit_code"] == "3"
+        assert "alice" in evicted["annotations"]["description"]
+        assert restarting["labels"]["node_name"] == oom["labels"]["node_name"] == "node2"
