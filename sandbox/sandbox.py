@@ -339,6 +339,11 @@ class Sandbox:
                 "GpuUsedByExternalProcess": short_for,
                 "NodeNotReady": short_for_and_hold,
                 "NodeFilesystemAlmostOutOfSpace": short_for_and_hold,
+                # The shipped rule remembers uncorrectable ECC errors for an hour; after the test's ECC fault is
+                # removed it would stay pending that long. Here 30 s, so that the sandbox is quiet again.
+                "GpuEccUncorrectedErrors": {
+                    "expr": 'increase(pai_gpu_ecc_errors_total{type="uncorrected"}[30s]) > 0',
+                },
                 # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
                 "GpuXidFatalError": {
                     "for": "0s",

@@ -88,7 +88,8 @@ def stack(node_exporter: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def test_node_exporter_exposes_its_listed_names(node_exporter: str) -> None:
-    assert sorted(set(EXTERNAL["node_exporter"]) - exposed(node_exporter)) == []
+    names = set(EXTERNAL["node_exporter"]) | set(EXTERNAL["node_exporter_textfile"])  # site.prom is in its directory
+    assert sorted(names - exposed(node_exporter)) == []
 
 
 def test_the_systemd_names_need_systemd(node_exporter: str) -> None:
@@ -117,6 +118,7 @@ def test_alertmanager_exposes_its_listed_names(stack: tuple[Prometheus, str]) ->
 def test_every_program_of_the_list_is_checked() -> None:
     assert set(EXTERNAL) == {
         "node_exporter",
+        "node_exporter_textfile",
         "node_exporter_systemd",
         "prometheus",
         "prometheus_series",
