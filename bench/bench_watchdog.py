@@ -64,8 +64,8 @@ def harness(api_url: str, page_size: int, idle: float) -> None:
 
     with tempfile.NamedTemporaryFile("w", suffix=".token", delete=False) as token:
         token.write("bench")
-    # The harness starts each collection itself; a long interval keeps the runtime's expiry (2 x interval) from
-    # dropping the warm-up snapshot while the measured collection runs on a loaded machine.
+    # The harness starts each collection itself; a long interval keeps the runtime's expiry (2 x (interval +
+    # timeout)) from dropping the warm-up snapshot while the measured collection runs on a loaded machine.
     options = KubernetesOptions(
         api_url=api_url, token_file=Path(token.name), page_size=page_size, interval=600, timeout=600, request_timeout=60
     )
