@@ -3,10 +3,9 @@
 A scrape never waits for a collector. It reads, for every collector, the snapshot of its last successful
 iteration, unless that snapshot is older than the collector's expiry, in which case the collector's series are
 left out instead of being served frozen. A collection that overruns its interval is followed at once, so a healthy
-but slow collector's snapshot is never older than interval + timeout, which the expiry may not undercut. A
-collector stuck inside ``collect()`` keeps its one thread busy: no new
-iteration starts until it returns (so a hang never piles up threads), its iteration counter stops moving, and its
-success metric reads 0 once the deadline has passed.
+but slow collector's snapshot is never older than interval + timeout, which the expiry may not undercut. A collector
+stuck inside ``collect()`` keeps its one thread busy: no new iteration starts until it returns (so a hang never
+piles up threads), its iteration counter stops moving, and its success metric reads 0 once the deadline has passed.
 """
 
 from __future__ import annotations
