@@ -271,7 +271,11 @@ def alert_tables(files: Iterable[Path]) -> list[str]:
         sections.append("")
     total = sum(counts.values())
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts.get(s))
-    lines += [f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name.", ""]
+    lines += [
+        f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name; \"holds\" is the alert's"
+        " `keep_firing_for`, how long it stays firing once its condition is gone or its data missing.",
+        "",
+    ]
     return lines + sections
 
 
