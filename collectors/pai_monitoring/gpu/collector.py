@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -128,10 +128,15 @@ class GpuCollector(Collector[GpuOptions]):
     metrics: ClassVar[tuple[MetricSpec, ...]] = ALL_SPECS
 
     def __init__(
-        self, options: GpuOptions, context: CollectorContext, supervisor: WorkerSupervisor | None = None
+        self,
+        options: GpuOptions,
+        context: CollectorContext,
+        supervisor: WorkerSupervisor | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(options, context)
         self.supervisor = supervisor if supervisor is not None else WorkerSupervisor()
+        self._clock = clock
         self._xids = XidLedger()
         self._identity_by_index: dict[int, tuple[int, str]] = {}
         self._iteration = 0
@@ -220,7 +225,7 @@ class GpuCollector(Collector[GpuOptions]):
         self.last_snapshot = snapshot
         if snapshot.status != "ok":
             return list(health_families(self._health(snapshot.status)))
-        self._last_success = time.time()
+        self._last_success = self._clock()
         snapshot = self._fill_lost_identity(snapshot)
         self._xids.update(self.supervisor.generation, snapshot.xids)
         self.context.shared.publish(GPU_STATE, gpu_state(snapshot))

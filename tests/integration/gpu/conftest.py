@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -105,10 +106,11 @@ def make_collector() -> Iterator[MakeCollector]:
     """Build GPU collectors with a fresh context; their workers are stopped at the end of the test."""
     made: list[GpuCollector] = []
 
-    def make(**options: object) -> GpuCollector:
+    def make(clock: Callable[[], float] = time.time, **options: object) -> GpuCollector:
         opts = GpuOptions(**{"timeout": 5.0, **options})  # type: ignore[arg-type]
         opts.validate()
-        collector = GpuCollector(opts, CollectorContext(node_name=NODE_NAME, shared=SharedState()))
+        context = CollectorContext(node_name=NODE_NAME, shared=SharedState())
+        collector = GpuCollector(opts, context, clock=clock)
         made.append(collector)
         return collector
 
