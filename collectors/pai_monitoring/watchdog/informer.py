@@ -42,6 +42,8 @@ READ_SIZE = 64 * 1024
 """Bytes asked of the socket per read; a read returns what has arrived, so events are seen as they come."""
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
+MAX_EMPTY_PAGES = 100
+"""Empty list pages in a row after which a list counts as malformed (a server that never ends a list)."""
 SHORT_WATCH_SECONDS = 1.0
 """A watch that ends sooner, without a single event, counts as a failure (and is retried after a back-off)."""
 
@@ -128,9 +130,10 @@ def read_lines(
     fails (the socket's idle timeout, a cut connection) is classified like any request failure.
     """
     pending = b""
+    chunks = _chunks(response)
     while clock() < deadline:
         try:
-            data = response.read1(READ_SIZE)
+            data = next(chunks, b"")
         except Exception as exc:
             raise ApiFailure(errors.classify(exc), what, f"watch stream broken: {type(exc).__name__}: {exc}") from exc
         if not data:
@@ -145,6 +148,15 @@ def read_lines(
                 yield line
         if len(pending) > max_bytes:
             raise ApiFailure(errors.MALFORMED, what, f"watch event of more than {max_bytes} bytes refused")
+
+
+def _chunks(response: Any) -> Iterator[bytes]:
+    """What arrives on the stream, as it arrives: urllib3 2's ``read1``, else (urllib3 1.26) its chunk iterator."""
+    if hasattr(response, "read1"):
+        while data := response.read1(READ_SIZE):
+            yield data
+    else:
+        yield from response.stream(READ_SIZE)
 
 
 class Informer(Generic[T]):
@@ -298,10 +310,14 @@ class Informer(Generic[T]):
         seen: set[str] = set()
         unkeyed = 0
         version = ""
+        empty_pages = 0
         for items, page_version in self.api.list_pages_versioned(self.kind):
             version = page_version  # every page carries the list's version; the last one counts
             if self._stop.is_set():
                 return
+            empty_pages = 0 if items else empty_pages + 1
+            if empty_pages > MAX_EMPTY_PAGES:  # objects bound the pages of a list; empty ones need a bound too
+                raise ApiFailure(errors.MALFORMED, self.kind, f"{empty_pages} empty list pages in a row")
             converted: list[tuple[str, T]] = []
             for raw in items:
                 key = object_key(raw)

@@ -291,3 +291,47 @@ def test_a_complete_line_over_the_cap_is_refused() -> None:
 def test_a_stream_ending_inside_an_event_is_malformed() -> None:
     with pytest.raises(ApiFailure, match="ended inside an event"):
         lines(b'{"type":"ADDED"\n{"type":')
+
+
+class Streamed:
+    """A urllib3 1.26 response: no ``read1``, chunks from ``stream``."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = pieces
+
+    def stream(self, size: int) -> Iterator[bytes]:
+        yield from self.pieces
+
+
+def test_lines_from_a_response_without_read1() -> None:
+    found = list(read_lines(Streamed(b'{"a":1}\n{"b"', b":2}\n"), "pods", 100, float("inf"), time.monotonic))
+    assert found == [b'{"a":1}', b'{"b":2}']
+
+
+class EndlessEmptyList:
+    """A peer whose list never ends: every page is empty and has a continue token."""
+
+    pages = 0
+
+    def list_pages_versioned(self, kind: str) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        while True:
+            self.pages += 1
+            yield [], "1"
+
+    def open_watch(self, kind: str, resource_version: str, timeout_seconds: int, idle_timeout: float) -> Any:
+        raise AssertionError("no watch before a list")
+
+
+def test_a_list_that_never_ends_is_refused() -> None:
+    api = EndlessEmptyList()
+    informer = Informer(api, "pods", name_at_version, WatchBounds(**{**BOUNDS.__dict__, "backoff_initial": 60}))
+    informer.start()
+    try:
+        wait_for("the refusal", lambda: informer.state().failure is not None)
+        failure = informer.state().failure
+        assert failure is not None
+        assert failure.reason == errors.MALFORMED
+        assert "101 empty list pages" in failure.detail
+        assert api.pages == 101
+    finally:
+        informer.stop()
