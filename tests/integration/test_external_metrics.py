@@ -3,8 +3,10 @@
 node_exporter runs with the collectors the node_exporter role enables (defaults, textfile with a file in its
 directory); Prometheus scrapes itself, node_exporter and Alertmanager, evaluates a rule and sends its alert to the
 Alertmanager. Each name listed for a program must be on that program's /metrics page (or, for the series Prometheus
-writes itself, in its database). The systemd collector's names need systemd as PID 1; where it is not, they are
-checked on the sandbox's guests (tests/e2e/test_alerts.py), and this test says so instead of passing silently.
+writes itself, in its database). The cluster names come from two Alertmanagers gossiping on loopback, as the
+alertmanager role runs them with two or more monitoring hosts. The systemd collector's names need systemd as PID 1;
+where it is not, they are checked on the sandbox's guests (tests/e2e/test_alerts.py), and this test says so instead
+of passing silently.
 """
 
 from __future__ import annotations
@@ -87,6 +89,37 @@ def stack(node_exporter: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         alertmanager.close()
 
 
+def cluster_members(address: str) -> float | None:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        found = re.search(r"^alertmanager_cluster_members (\S+)$", response.read().decode(), re.MULTILINE)
+    return None if found is None else float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def alertmanager_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Two Alertmanagers in one gossip cluster on loopback, each started with the other as its peer."""
+    directory = tmp_path_factory.mktemp("alertmanager-cluster")
+    config = directory / "alertmanager.yml"
+    config.write_text(render_alertmanager_config({}))
+    ports = [free_port(), free_port()]
+    members = [
+        Alertmanager(config, directory / f"data-{i}", cluster_port=ports[i], peers=[f"127.0.0.1:{ports[1 - i]}"])
+        for i in range(2)
+    ]
+    try:
+        for member in members:
+            member.start()
+        addresses = [member.address for member in members]
+        deadline = time.monotonic() + WAIT_S
+        while any(cluster_members(address) != 2 for address in addresses):
+            assert time.monotonic() < deadline, "the two Alertmanagers did not form one cluster"
+            time.sleep(0.2)
+        yield addresses
+    finally:
+        for member in members:
+            member.close()
+
+
 def test_node_exporter_exposes_its_listed_names(node_exporter: str) -> None:
     names = set(EXTERNAL["node_exporter"]) | set(EXTERNAL["node_exporter_textfile"])  # site.prom is in its directory
     assert sorted(names - exposed(node_exporter)) == []
@@ -115,6 +148,12 @@ def test_alertmanager_exposes_its_listed_names(stack: tuple[Prometheus, str]) ->
     assert sorted(set(EXTERNAL["alertmanager"]) - exposed(alertmanager)) == []
 
 
+def test_clustered_alertmanagers_expose_the_cluster_names(alertmanager_pair: list[str]) -> None:
+    assert {
+        address: sorted(set(EXTERNAL["alertmanager_cluster"]) - exposed(address)) for address in alertmanager_pair
+    } == {address: [] for address in alertmanager_pair}
+
+
 def test_every_program_of_the_list_is_checked() -> None:
     assert set(EXTERNAL) == {
         "node_exporter",
@@ -123,4 +162,5 @@ def test_every_program_of_the_list_is_checked() -> None:
         "prometheus",
         "prometheus_series",
         "alertmanager",
+        "alertmanager_cluster",
     }

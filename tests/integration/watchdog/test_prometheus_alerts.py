@@ -68,7 +68,7 @@ def make_watchdog(
     cluster.load_scenario(SCENARIO)
     made: list[Watchdog] = []
 
-    def make(interval: float, timeout: float, request_timeout: float) -> Watchdog:
+    def make(interval: float, timeout: float, request_timeout: float, watch: bool = True) -> Watchdog:
         watchdog = Watchdog(
             free_port(),
             [
@@ -77,6 +77,7 @@ def make_watchdog(
                 f"--collector.kubernetes.interval={interval:g}",
                 f"--collector.kubernetes.timeout={timeout:g}",
                 f"--collector.kubernetes.request-timeout={request_timeout:g}",
+                f"--collector.kubernetes.watch={'true' if watch else 'false'}",
             ],
         )
         watchdog.start()
@@ -120,12 +121,18 @@ def firing_through(prom: Prometheus, name: str, labels: dict[str, str], until: C
     return polls
 
 
+@pytest.mark.parametrize(
+    ("watch", "slow_path"),
+    [(True, "/readyz"), (False, "/api/v1/nodes")],
+    ids=["watch-cache-slow-health-check", "listing-slow-node-list"],
+)
 def test_a_collection_of_one_and_a_half_intervals_keeps_its_series_and_fires(
-    make_watchdog: Callable[..., Watchdog], cluster: ClusterState, tmp_path: Path
+    make_watchdog: Callable[..., Watchdog], cluster: ClusterState, tmp_path: Path, watch: bool, slow_path: str
 ) -> None:
-    # Every list of nodes takes 3 s against a 2 s interval: each collection lasts 1.5 intervals.
-    cluster.set_fault(Fault("slow", seconds=3.0, paths=("/api/v1/nodes",)))
-    watchdog = make_watchdog(interval=2.0, timeout=5.0, request_timeout=4.0)
+    # Each collection takes 3 s against a 2 s interval (1.5 intervals): with the watch cache (the default) the
+    # health check is the request every collection makes, so it is the slow one; listing, the list of nodes.
+    cluster.set_fault(Fault("slow", seconds=3.0, paths=(slow_path,)))
+    watchdog = make_watchdog(interval=2.0, timeout=5.0, request_timeout=4.0, watch=watch)
     target = f"127.0.0.1:{watchdog.port}"
     with running_prometheus({"pai_watchdog": [target]}, rules(tmp_path, {"NodeNotReady": {"for": "10s"}})) as prom:
         alert = prom.wait_for_alert("NodeNotReady", labels=NOT_READY, timeout=WAIT_S)
