@@ -9,6 +9,8 @@ counter, the first field the GPU answers; the rest are never asked again.
 
 from __future__ import annotations
 
+import ctypes
+import struct
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -16,6 +18,7 @@ import pynvml
 
 from pai_monitoring.gpu.calls import CallCounter
 from pai_monitoring.gpu.model import NvLinkReading
+from pai_monitoring.gpu.profiling import NVLINK_ERROR_TYPES
 from pai_monitoring.gpu.worker_log import log
 
 Key = tuple[str, ...]
@@ -65,14 +68,20 @@ MAX_LINKS: int = pynvml.NVML_NVLINK_MAX_LINKS
 _NEVER = frozenset(
     {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_INVALID_ARGUMENT, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
 )
-_VALUE_ATTRIBUTE = {
-    pynvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
-    pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
-    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
-    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
-    pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
-    pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
-    pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+# nvmlFieldValue_t as pynvml lays it out (fieldId, scopeId, timestamp, latencyUsec, valueType, nvmlReturn, value), read
+# from the answer's bytes at once: pynvml's structures decode every attribute access in Python, which would cost more
+# than the call itself for the hundred-odd fields of a GPU with 18 NVLinks.
+_FIELD_VALUE = struct.Struct("=IIqqIi8s")
+assert _FIELD_VALUE.size == ctypes.sizeof(pynvml.c_nvmlFieldValue_t)
+assert pynvml.c_nvmlFieldValue_t.value.offset == _FIELD_VALUE.size - 8
+_VALUE_FORMAT = {
+    pynvml.NVML_VALUE_TYPE_DOUBLE: struct.Struct("=d"),
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: struct.Struct("=I"),
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: struct.Struct("=L" if ctypes.sizeof(ctypes.c_ulong) == 4 else "=Q"),
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: struct.Struct("=Q"),
+    pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: struct.Struct("=q"),
+    pynvml.NVML_VALUE_TYPE_SIGNED_INT: struct.Struct("=i"),
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: struct.Struct("=H"),
 }
 
 
@@ -94,14 +103,26 @@ class Plan(NamedTuple):
 
 class FieldReading(NamedTuple):
     nvlinks: tuple[NvLinkReading, ...] = ()
+    nvlink_errors: tuple[tuple[str, int], ...] = ()
+    nvlink_tx_kib: int | None = None
+    nvlink_rx_kib: int | None = None
     pcie_errors: tuple[tuple[str, int], ...] = ()
     pcie_tx_bytes: int | None = None
     pcie_rx_bytes: int | None = None
 
 
-def field_value(value: Any) -> int | None:
-    attribute = _VALUE_ATTRIBUTE.get(int(value.valueType))
-    return int(getattr(value.value, attribute)) if attribute is not None else None
+def field_value(value_type: int, raw: bytes) -> int | None:
+    """A field's value from its type and the 8 bytes of its ``nvmlValue_t`` union."""
+    layout = _VALUE_FORMAT.get(value_type)
+    return int(layout.unpack_from(raw)[0]) if layout is not None else None
+
+
+def answers_of(values: Any) -> list[tuple[int, int | None]]:
+    """(NVML return code, value or ``None``) of each entry of an array of ``nvmlFieldValue_t``."""
+    return [
+        (code, field_value(value_type, raw) if code == pynvml.NVML_SUCCESS else None)
+        for _, _, _, _, value_type, code, raw in _FIELD_VALUE.iter_unpack(bytes(values))
+    ]
 
 
 def candidates(links: int) -> list[Field]:
@@ -131,10 +152,7 @@ class FieldReader:
         if not asked:
             return []
         answers = call(pynvml.nvmlDeviceGetFieldValues, handle, [(f.field, f.scope) for f in asked])
-        return [
-            (f, int(a.nvmlReturn), field_value(a) if a.nvmlReturn == pynvml.NVML_SUCCESS else None)
-            for f, a in zip(asked, answers, strict=True)
-        ]
+        return [(f, code, value) for f, (code, value) in zip(asked, answers_of(answers), strict=True)]
 
     def _probe(self, call: CallCounter, handle: Any, uuid: str | None) -> tuple[Plan, dict[Key, int]]:
         count = self._ask(call, handle, [Field(pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT, 0, ("links",))])
@@ -175,6 +193,13 @@ class FieldReader:
             values.update(self._states_by_call(call, handle, plan.links))
         return FieldReading(
             nvlinks=_links(plan.links, values),
+            nvlink_errors=tuple(
+                (kind, total)
+                for kind in NVLINK_ERROR_TYPES
+                if (total := _sum(values, ("error",), kind, plan.links)) is not None
+            ),
+            nvlink_tx_kib=_sum(values, ("tx",), None, plan.links),
+            nvlink_rx_kib=_sum(values, ("rx",), None, plan.links),
             pcie_errors=tuple((kind, values[("pcie", kind)]) for _, kind in PCIE_FIELDS if ("pcie", kind) in values),
             pcie_tx_bytes=values.get(("pcie_tx",)),
             pcie_rx_bytes=values.get(("pcie_rx",)),
@@ -192,22 +217,12 @@ class FieldReader:
 
 
 def _links(count: int, values: dict[Key, int]) -> tuple[NvLinkReading, ...]:
-    found: list[NvLinkReading] = []
-    for link in range(count):
-        name = str(link)
-        state = values.get(("up", name))
-        errors = tuple(
-            (kind, values[("error", name, kind)])
-            for kind in ("crc", "crc_data", "replay", "recovery")
-            if ("error", name, kind) in values
-        )
-        reading = NvLinkReading(
-            link=link,
-            up=state in UP_STATES if state is not None else None,
-            errors=errors,
-            tx_kib=values.get(("tx", name)),
-            rx_kib=values.get(("rx", name)),
-        )
-        if reading != NvLinkReading(link=link):
-            found.append(reading)
-    return tuple(found)
+    states = ((link, values.get(("up", str(link)))) for link in range(count))
+    return tuple(NvLinkReading(link, state in UP_STATES) for link, state in states if state is not None)
+
+
+def _sum(values: dict[Key, int], kind: Key, detail: str | None, links: int) -> int | None:
+    """A counter summed over all links, or ``None`` when no link reports it."""
+    keys = ((*kind, str(link), *((detail,) if detail else ())) for link in range(links))
+    counts = [values[key] for key in keys if key in values]
+    return sum(counts) if counts else None

@@ -236,18 +236,18 @@ NVLINK_UP = _gpu(
 NVLINK_ERRORS = _gpu(
     "pai_gpu_nvlink_errors_total",
     "counter",
-    "NVLink errors since the driver loaded by link and type: crc (flit CRC, Hopper's data-link CRC), crc_data (before "
-    "Hopper), replay (retransmissions), recovery (link retraining).",
+    "NVLink errors over all the GPU's links since the driver loaded, by type: crc (flit CRC, Hopper's data-link CRC), "
+    "crc_data (before Hopper), replay (retransmissions), recovery (link retraining). `nvidia-smi nvlink -e` names the "
+    "link.",
     M,
-    "link",
     "type",
 )
 NVLINK_DATA = _gpu(
     "pai_gpu_nvlink_data_bytes_total",
     "counter",
-    "NVLink data (without protocol overhead) since the driver loaded, in bytes; direction transmit or receive.",
+    "NVLink data (without protocol overhead) over all the GPU's links since the driver loaded, in bytes; direction "
+    "transmit or receive.",
     M,
-    "link",
     "direction",
 )
 PCIE_ERRORS = _gpu(

@@ -52,16 +52,11 @@ class GpmReading(NamedTuple):
 
 
 class NvLinkReading(NamedTuple):
-    """One NVLink of a GPU, from NVML field values."""
+    """The state of one NVLink of a GPU, from NVML field values."""
 
     link: int
-    up: bool | None = None
+    up: bool
     """True while the link is active (or asleep in its low-power state)."""
-    errors: tuple[tuple[str, int], ...] = ()
-    """(error type of :data:`pai_monitoring.gpu.profiling.NVLINK_ERROR_TYPES`, count since the driver loaded)."""
-    tx_kib: int | None = None
-    rx_kib: int | None = None
-    """Data sent and received since the driver loaded, in KiB (NVML's unit)."""
 
 
 class MigReading(NamedTuple):
@@ -121,6 +116,12 @@ class DeviceReading(NamedTuple):
     instance_gpm: tuple[tuple[int, GpmReading], ...] = ()
     """Profiling metrics per GPU instance id, in MIG mode."""
     nvlinks: tuple[NvLinkReading, ...] = ()
+    nvlink_errors: tuple[tuple[str, int], ...] = ()
+    """(error type of :data:`pai_monitoring.gpu.profiling.NVLINK_ERROR_TYPES`, count over all links since the driver
+    loaded)."""
+    nvlink_tx_kib: int | None = None
+    nvlink_rx_kib: int | None = None
+    """Data sent and received over all NVLinks since the driver loaded, in KiB (NVML's unit)."""
     pcie_errors: tuple[tuple[str, int], ...] = ()
     """(error type of :data:`pai_monitoring.gpu.profiling.PCIE_ERROR_TYPES`, count since the driver loaded)."""
     pcie_tx_bytes: int | None = None

@@ -64,12 +64,11 @@ def profiling_families(add: Add, device: DeviceReading, ident: Mapping[str, str]
     for instance, reading in device.instance_gpm:
         _gpm(add, {**ident, m.GI: str(instance)}, reading)
     for link in device.nvlinks:
-        labels = {**ident, "link": str(link.link)}
-        add(m.NVLINK_UP, labels, None if link.up is None else int(link.up))
-        for kind, count in link.errors:
-            add(m.NVLINK_ERRORS, {**labels, "type": kind}, count)
-        add(m.NVLINK_DATA, {**labels, "direction": "transmit"}, _scaled(link.tx_kib, KIB))
-        add(m.NVLINK_DATA, {**labels, "direction": "receive"}, _scaled(link.rx_kib, KIB))
+        add(m.NVLINK_UP, {**ident, "link": str(link.link)}, int(link.up))
+    for kind, count in device.nvlink_errors:
+        add(m.NVLINK_ERRORS, {**ident, "type": kind}, count)
+    add(m.NVLINK_DATA, {**ident, "direction": "transmit"}, _scaled(device.nvlink_tx_kib, KIB))
+    add(m.NVLINK_DATA, {**ident, "direction": "receive"}, _scaled(device.nvlink_rx_kib, KIB))
     for kind, count in device.pcie_errors:
         add(m.PCIE_ERRORS, {**ident, "type": kind}, count)
     add(m.PCIE_DATA, {**ident, "direction": "transmit"}, device.pcie_tx_bytes)

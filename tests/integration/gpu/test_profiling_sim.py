@@ -177,46 +177,44 @@ def test_nvlink_counters_of_a_hopper_gpu(scenario: Scenario, make_collector: Mak
         gpus(2)
         + "gpu.0.nvlink.count = 18\n"
         + "gpu.0.nvlink.17.state = 0\ngpu.0.nvlink.3.state = 2\n"
-        + "gpu.0.nvlink.5.crc = 12\ngpu.0.nvlink.5.replay = 3\ngpu.0.nvlink.5.recovery = 1\n"
-        + "gpu.0.nvlink.0.tx_kib = 1000\ngpu.0.nvlink.0.rx_kib = 2000\n"
+        + "gpu.0.nvlink.5.crc = 12\ngpu.0.nvlink.5.replay = 3\ngpu.0.nvlink.5.recovery = 1\ngpu.0.nvlink.16.crc = 1\n"
+        + "gpu.0.nvlink.0.tx_kib = 1000\ngpu.0.nvlink.0.rx_kib = 2000\ngpu.0.nvlink.9.tx_kib = 24\n"
     )
     collector = make_collector()
     found = samples(collect_paced(collector))
     up = {s["link"]: value(found, "pai_gpu_nvlink_link_up", **s) for s in series(found, "pai_gpu_nvlink_link_up")}
     assert up == {str(link): (0 if link == 17 else 1) for link in range(18)}  # link 3 is asleep, not down
-    link5 = {**gpu_id(0), "link": "5"}
-    assert value(found, "pai_gpu_nvlink_errors_total", type="crc", **link5) == 12
-    assert value(found, "pai_gpu_nvlink_errors_total", type="replay", **link5) == 3
-    assert value(found, "pai_gpu_nvlink_errors_total", type="recovery", **link5) == 1
-    assert value(found, "pai_gpu_nvlink_errors_total", type="crc_data", **link5) is None  # not on Hopper
-    link0 = {**gpu_id(0), "link": "0"}
-    assert value(found, "pai_gpu_nvlink_data_bytes_total", direction="transmit", **link0) == 1000 * 1024
-    assert value(found, "pai_gpu_nvlink_data_bytes_total", direction="receive", **link0) == 2000 * 1024
+    # errors and data over all links (links 12-17 exist only in Hopper's per-link scope ids)
+    errors = {
+        s["type"]: value(found, "pai_gpu_nvlink_errors_total", **s)
+        for s in series(found, "pai_gpu_nvlink_errors_total")
+    }
+    assert errors == {"crc": 13, "replay": 3, "recovery": 1}  # no crc_data on Hopper
+    assert value(found, "pai_gpu_nvlink_data_bytes_total", direction="transmit", **gpu_id(0)) == 1024 * 1024
+    assert value(found, "pai_gpu_nvlink_data_bytes_total", direction="receive", **gpu_id(0)) == 2000 * 1024
     assert {s["index"] for s in series(found, "pai_gpu_nvlink_link_up")} == {"0"}  # GPU 1 has no NVLink
+    assert {s["index"] for s in series(found, "pai_gpu_nvlink_errors_total")} == {"0"}
     scenario.append("gpu.0.nvlink.5.crc = 20\n")
     again = samples(collect_paced(collector))
-    assert value(again, "pai_gpu_nvlink_errors_total", type="crc", **link5) == 20
+    assert value(again, "pai_gpu_nvlink_errors_total", type="crc", **gpu_id(0)) == 21
 
 
 def test_nvlink_counters_of_a_gpu_before_hopper(scenario: Scenario, make_collector: MakeCollector) -> None:
     scenario.write(
         gpus(1)
         + "gpu.0.nvlink.count = 12\ngpu.0.nvlink.legacy = 1\ngpu.0.nvlink.11.state = 0\n"
-        + "gpu.0.nvlink.9.crc = 4\ngpu.0.nvlink.9.crc_data = 2\ngpu.0.nvlink.9.replay = 1\n"
+        + "gpu.0.nvlink.9.crc = 4\ngpu.0.nvlink.9.crc_data = 2\ngpu.0.nvlink.9.replay = 1\ngpu.0.nvlink.11.crc = 1\n"
     )
     collector = make_collector()
     for _ in range(2):  # the first collection probes which fields answer, the second asks only those
         found = samples(collect_paced(collector))
         up = {s["link"]: value(found, "pai_gpu_nvlink_link_up", **s) for s in series(found, "pai_gpu_nvlink_link_up")}
         assert up == {str(link): (0 if link == 11 else 1) for link in range(12)}
-        link9 = {**gpu_id(0), "link": "9"}
         errors = {
             s["type"]: value(found, "pai_gpu_nvlink_errors_total", **s)
             for s in series(found, "pai_gpu_nvlink_errors_total")
-            if s["link"] == "9"
         }
-        assert errors == {"crc": 4, "crc_data": 2, "replay": 1, "recovery": 0}
-        assert value(found, "pai_gpu_nvlink_errors_total", type="crc", **link9) == 4
+        assert errors == {"crc": 5, "crc_data": 2, "replay": 1, "recovery": 0}
 
 
 def test_pcie_counters_where_the_driver_has_them(scenario: Scenario, make_collector: MakeCollector) -> None:
@@ -242,7 +240,7 @@ def test_a_field_the_gpu_refuses_leaves_the_others(scenario: Scenario, make_coll
     found = samples(collect_paced(make_collector()))
     assert value(found, "pai_gpu_pcie_errors_total", type="correctable", **gpu_id(0)) is None
     assert value(found, "pai_gpu_pcie_errors_total", type="fatal", **gpu_id(0)) == 0
-    assert value(found, "pai_gpu_nvlink_errors_total", type="crc", link="1", **gpu_id(0)) == 5
+    assert value(found, "pai_gpu_nvlink_errors_total", type="crc", **gpu_id(0)) == 5
 
 
 @pytest.mark.parametrize("old_driver", [False, True], ids=["processes_utilization_info", "process_utilization"])

@@ -61,16 +61,18 @@ def test_gpu_instances_get_their_own_series() -> None:
 
 def test_nvlink_and_pcie_counters_in_base_units() -> None:
     device = HEALTHY._replace(
-        nvlinks=(NvLinkReading(0, up=True, errors=(("crc", 4),), tx_kib=3, rx_kib=None), NvLinkReading(1, up=False)),
+        nvlinks=(NvLinkReading(0, up=True), NvLinkReading(1, up=False)),
+        nvlink_errors=(("crc", 4),),
+        nvlink_tx_kib=3,
         pcie_errors=(("fatal", 1),),
         pcie_tx_bytes=10,
     )
     found = build(device)
     assert value(found, "pai_gpu_nvlink_link_up", link="0", **A) == 1
     assert value(found, "pai_gpu_nvlink_link_up", link="1", **A) == 0
-    assert value(found, "pai_gpu_nvlink_errors_total", link="0", type="crc", **A) == 4
-    assert value(found, "pai_gpu_nvlink_data_bytes_total", link="0", direction="transmit", **A) == 3072
-    assert value(found, "pai_gpu_nvlink_data_bytes_total", link="0", direction="receive", **A) is None
+    assert value(found, "pai_gpu_nvlink_errors_total", type="crc", **A) == 4
+    assert value(found, "pai_gpu_nvlink_data_bytes_total", direction="transmit", **A) == 3072
+    assert value(found, "pai_gpu_nvlink_data_bytes_total", direction="receive", **A) is None
     assert value(found, "pai_gpu_pcie_errors_total", type="fatal", **A) == 1
     assert value(found, "pai_gpu_pcie_data_bytes_total", direction="transmit", **A) == 10
     assert value(found, "pai_gpu_pcie_data_bytes_total", direction="receive", **A) is None
@@ -104,16 +106,22 @@ def test_field_candidates_ask_both_generations_per_link_and_scope_by_link() -> N
     assert len({(f.field, f.scope) for f in found}) == len(found)
 
 
-def test_a_field_value_is_read_by_its_type() -> None:
-    answer = pynvml.c_nvmlFieldValue_t()
-    answer.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-    answer.value.ullVal = 2**40
-    assert fields.field_value(answer) == 2**40
-    answer.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
-    answer.value.uiVal = 7
-    assert fields.field_value(answer) == 7
-    answer.valueType = 99
-    assert fields.field_value(answer) is None
+def test_field_values_are_read_by_their_type() -> None:
+    answers = (pynvml.c_nvmlFieldValue_t * 4)()
+    answers[0].valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    answers[0].value.ullVal = 2**40
+    answers[1].valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+    answers[1].value.uiVal = 7
+    answers[2].valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+    answers[2].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+    answers[2].value.uiVal = 9
+    answers[3].valueType = 99
+    assert fields.answers_of(answers) == [
+        (pynvml.NVML_SUCCESS, 2**40),
+        (pynvml.NVML_SUCCESS, 7),
+        (pynvml.NVML_ERROR_NOT_SUPPORTED, None),
+        (pynvml.NVML_SUCCESS, None),
+    ]
 
 
 def test_a_device_reading_without_profiling_is_unchanged() -> None:
