@@ -5,7 +5,6 @@ process) that holds two GPUs, keeps one busy and leaves the other idle."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from pai_monitoring.jobstats.cli import main
 from tests.integration.gpu.conftest import Scenario
-from tests.integration.jobs.conftest import SlurmLikeJob, require_root
+from tests.integration.jobs.conftest import SlurmLikeJob
 from tests.support.exporter import Exporter, start_exporter
 from tests.support.prometheus import Prometheus, running_prometheus
 
@@ -25,17 +24,6 @@ GIB = 1 << 30
 WAIT_S = 90.0
 SAMPLES = 8
 """Scrapes of the job (one a second) before the report: enough for averages and peaks over its life."""
-
-
-@pytest.fixture
-def slurm_job() -> Iterator[SlurmLikeJob]:
-    require_root()
-    job = SlurmLikeJob(800000 + os.getpid() % 10000)
-    job.create()
-    try:
-        yield job
-    finally:
-        job.remove()
 
 
 @pytest.fixture
