@@ -7,6 +7,7 @@ sharing a machine do not collide, and is removed at the end of the test that mad
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from pai_monitoring.gpu.collector import GpuCollector, GpuOptions
 from pai_monitoring.jobs.collector import JobsCollector, JobsOptions
 from pai_monitoring.runtime.collector import CollectorContext
+from pai_monitoring.shared_model import GPU_STATE, GpuState
 
+REPO = Path(__file__).resolve().parents[3]
 CGROUP = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpuacct", "blkio", "pids", "devices")
 IMAGE = "localhost/pai-jobs-busybox:test"
@@ -148,3 +152,34 @@ def container(name: str, image: str, *run_args: str, command: tuple[str, ...] = 
         yield result.stdout.strip()
     finally:
         podman("rm", "-f", "-t", "0", name)
+
+
+@pytest.fixture(scope="session")
+def nvml_sim_lib() -> Path:
+    """The simulated NVML library (a stand-in for GPUs, loaded by the real pynvml), built once."""
+    spec = importlib.util.spec_from_file_location("nvml_sim_build_jobs", REPO / "sim" / "nvml" / "build.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built: Path = module.build()
+    return built
+
+
+def simulated_gpus(lib: Path, scenario: str, workdir: Path, context: CollectorContext | None = None) -> GpuState:
+    """Run the real ``gpu`` collector once on the simulated NVML with ``scenario`` (the file format of
+    ``sim/nvml/README.md``); its state is published in ``context`` and returned."""
+    path = workdir / "nvml-scenario.conf"
+    path.write_text(scenario)
+    context = context or CollectorContext(node_name="gpu-it")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LD_LIBRARY_PATH", os.pathsep.join([str(lib), os.environ.get("LD_LIBRARY_PATH", "")]))
+        patch.setenv("PAI_NVML_SIM_SCENARIO", str(path))
+        gpu = GpuCollector(GpuOptions(timeout=10.0), context)
+        try:
+            list(gpu.collect())
+        finally:
+            gpu.close()
+    state = context.shared.latest(GPU_STATE, max_age=600)
+    assert state is not None, "the gpu collector published nothing"
+    return state
