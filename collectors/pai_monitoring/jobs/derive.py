@@ -15,7 +15,7 @@ gives none, and a job's rate is absent until all its units have one (a partial s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
@@ -120,16 +120,14 @@ class Rates:
         return cpu, net
 
 
-def _sum(values: Iterable[float | None]) -> float | None:
+def _sum(values: Sequence[float | None]) -> float | None:
     """The sum, or ``None`` when any part is unknown (or there is none)."""
     total = 0.0
-    seen = False
     for value in values:
         if value is None:
             return None
         total += value
-        seen = True
-    return total if seen else None
+    return total if values else None
 
 
 # ---- families ----
@@ -191,17 +189,17 @@ class _Families:
         mem_total: int | None,
     ) -> None:
         """The instantaneous values of one job (or service): sums over its units."""
-        memory = _sum(working_set(o.counters) for o in group)
+        memory = _sum([working_set(o.counters) for o in group])
         limit = memory_limit([o.counters.memory_limit for o in group], mem_total)
-        self.add(specs.cpu_percent, labels, _sum(cpu.get(o.unit.key) for o in group))
+        self.add(specs.cpu_percent, labels, _sum([cpu.get(o.unit.key) for o in group]))
         self.add(specs.mem_usage, labels, memory)
         self.add(specs.mem_limit, labels, limit)
         self.add(specs.mem_percent, labels, percent(memory, limit))
         namespaces = {o.netns for o in group if o.netns is not None}
         if namespaces:
-            rates = [net.get(ns) for ns in sorted(namespaces)]
-            self.add(specs.net_in, labels, _sum(r[0] if r else None for r in rates))
-            self.add(specs.net_out, labels, _sum(r[1] if r else None for r in rates))
+            rates = [net.get(ns) for ns in namespaces]
+            self.add(specs.net_in, labels, _sum([r[0] if r else None for r in rates]))
+            self.add(specs.net_out, labels, _sum([r[1] if r else None for r in rates]))
 
     def add_counters(self, labels: dict[str, str], group: list[Observation]) -> None:
         """The cumulative values of one job, one series per container (and per network namespace, under the
@@ -222,8 +220,8 @@ class _Families:
             self.add(m.TASK_NET_TX, own, obs.net_bytes[1])
 
     def add_service_blocks(self, labels: dict[str, str], group: list[Observation]) -> None:
-        self.add(m.SERVICE_BLOCK_IN, labels, _sum(o.counters.read_bytes for o in group))
-        self.add(m.SERVICE_BLOCK_OUT, labels, _sum(o.counters.write_bytes for o in group))
+        self.add(m.SERVICE_BLOCK_IN, labels, _sum([o.counters.read_bytes for o in group]))
+        self.add(m.SERVICE_BLOCK_OUT, labels, _sum([o.counters.write_bytes for o in group]))
 
 
 def _task_info(obs: Observation, identity: JobIdentity) -> list[str]:

@@ -69,15 +69,15 @@ class JobIdentity:
     job_instance_id: str = UNKNOWN
     virtual_cluster: str = UNKNOWN
 
-    def labels(self) -> tuple[str, str, str, str, str, str]:
-        return (
-            self.username,
-            self.job_name,
-            self.role_name,
-            self.task_index,
-            self.job_instance_id,
-            self.virtual_cluster,
-        )
+    _labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        values = (self.username, self.job_name, self.role_name, self.task_index, self.job_instance_id)
+        object.__setattr__(self, "_labels", (*values, self.virtual_cluster))
+
+    def labels(self) -> tuple[str, ...]:
+        """The values of :data:`TASK_LABELS`, in order."""
+        return self._labels
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ID = "[0-9a-f]{64}"
 _SCOPE = re.compile(rf"^(docker|cri-containerd|crio|libpod)-({_ID})\.scope$")
@@ -78,10 +78,11 @@ class Unit:
     qos_class: str | None = None
     slurm_uid: int | None = None
     """The job owner's uid where the path names it (cgroup/v1)."""
+    key: str = field(init=False, repr=False, compare=False)
+    """``<kind>:<ident>``: what identifies the unit from one cycle to the next."""
 
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.ident}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind}:{self.ident}")
 
 
 def pod_of(parents: Sequence[str]) -> tuple[str | None, str | None]:
