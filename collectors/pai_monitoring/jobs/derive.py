@@ -282,7 +282,7 @@ def jobs(
         elif obs.identity is not None:
             tasks.setdefault(obs.identity.labels(), []).append(obs)
             info.add_metric(_task_info(obs, obs.identity), 1)
-    task_families = _Families((*m.TASK_SPECS,))
+    task_families = _Families(m.TASK_SPECS)
     for key, group in tasks.items():
         labels = dict(zip(TASK_LABELS, key, strict=True))
         task_families.add_job(_TASK, labels, group, cpu, net, mem_total)

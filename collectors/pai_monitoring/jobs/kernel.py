@@ -20,16 +20,16 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 SMALL_FILE_CAP = 64 * 1024
-"""cgroup statistics files, ``/proc/<pid>/net/dev``, ``devices.list``: a few KiB on real hosts."""
+"""cgroup statistics files, ``/proc/<pid>/{cgroup,status,net/dev}``, ``devices.list``: a few KiB on real hosts."""
 PROC_STAT_CAP = 4096
-"""``/proc/<pid>/stat`` and ``status`` are a few hundred bytes to 1.5 KiB."""
+"""``/proc/<pid>/stat`` is a few hundred bytes."""
 PIDS_HEAD_CAP = 4096
 """The prefix of ``cgroup.procs`` read to find a unit's first processes."""
 ENVIRON_CAP = 4 * 1024 * 1024
@@ -39,8 +39,6 @@ CHUNK = 64 * 1024
 LOCKED_READ_TIMEOUT_SECONDS = 1.0
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-PF_KTHREAD = 0x00200000
-"""``flags`` bit of a kernel thread in ``/proc/<pid>/stat``."""
 UNLIMITED_V1 = 1 << 62
 """cgroup v1 reports "no limit" as a huge page-rounded number; anything above this counts as unlimited."""
 
@@ -221,25 +219,9 @@ def cgroup_pids(
     return pids
 
 
-def subtree_pids(root: str, path: str, limit: int, first: Collection[str] = ()) -> Iterator[int]:
-    """Process ids anywhere in the subtree at ``path``, at most ``limit``; directories named in ``first`` first."""
-    stack = [root + path]
-    seen = 0
-    while stack and seen < limit:
-        directory = stack.pop()
-        data = read_head(directory + "/cgroup.procs", PIDS_HEAD_CAP)
-        for item in (data or b"").split():
-            if item.isdigit() and seen < limit:
-                seen += 1
-                yield int(item)
-        children = list_dirs(directory) or []
-        children.sort(key=lambda c: c in first)
-        stack.extend(f"{directory}/{c}" for c in children)
-
-
 def _cgroup_lines(proc_root: str, pid: int) -> list[tuple[bool, list[str], str]] | None:
     """``/proc/<pid>/cgroup`` as (is the v2 line, v1 controllers, path); ``None`` if the process is gone."""
-    data = read_file(f"{proc_root}/{pid}/cgroup", PROC_STAT_CAP)
+    data = read_file(f"{proc_root}/{pid}/cgroup")  # one line per hierarchy: up to a few KiB on v1
     if data is None:
         return None
     lines = []
@@ -391,13 +373,10 @@ class ProcStat:
     """The command name (``comm``), at most 15 characters."""
     state: str
     flags: int
+    """The kernel's ``PF_*`` flags (``0x00200000``: a kernel thread)."""
     start_ticks: int
     """Start time after boot in clock ticks: with the pid it names one process, even after the pid is reused."""
     rss_bytes: int
-
-    @property
-    def kernel_thread(self) -> bool:
-        return bool(self.flags & PF_KTHREAD)
 
 
 def parse_stat(pid: int, data: bytes) -> ProcStat:
@@ -435,7 +414,7 @@ class ProcStatus:
 
 
 def read_status(proc_root: str, pid: int) -> ProcStatus | None:
-    data = read_file(f"{proc_root}/{pid}/status", PROC_STAT_CAP)
+    data = read_file(f"{proc_root}/{pid}/status")  # its Groups: line grows with the supplementary groups
     if data is None:
         return None
     uid = None
