@@ -42,6 +42,7 @@ MAX_LISTING_BYTES = 32 * 1024 * 1024
 ALIVE_DOCKER_STATES = frozenset({"running", "paused", "restarting", "created"})
 RUNNING, STOPPED, UNKNOWN = "running", "stopped", "unknown"
 MAX_STEPD_CHECKS = 64
+ROOTLESS_MARK = "/user@"
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,10 @@ class ContainerdState:
         for namespace in namespaces:
             try:
                 found.update((e.name, namespace) for e in os.scandir(f"{self.state_dir}/{namespace}"))
+            except FileNotFoundError:
+                continue  # a namespace removed meanwhile
             except OSError:
-                continue
+                return None  # a namespace we cannot list: its tasks would look gone
         return found
 
     def bundle(self, namespace: str, container_id: str) -> Bundle | None:
@@ -233,7 +236,10 @@ class RuntimeSources:
 
     def status(self, unit: Unit, view: RuntimeView) -> str | None:
         """``running``, ``stopped`` or ``unknown`` (the runtime no longer knows it); ``None`` when it cannot be
-        judged (its runtime's state is unreadable)."""
+        judged: its runtime's state is unreadable, or it is a rootless container (below a systemd user manager,
+        ``user@<uid>.service``), which the system's runtimes do not list."""
+        if ROOTLESS_MARK in unit.path:
+            return None
         states, tasks, names = view.docker_states, view.containerd_tasks, view.storage_names
         if states is not None and unit.ident in states:
             return RUNNING if states[unit.ident] in ALIVE_DOCKER_STATES else STOPPED
