@@ -199,6 +199,8 @@ class RuntimeSources:
         self.timeout = timeout
         self._docker_seen = False
         self._containerd_seen = False
+        self._store_lists: set[str] = set()
+        """The runtimes (``podman``, ``crio``) of which containers/storage has listed a running container."""
         self._inspect_until = 0.0
 
     def may_inspect(self) -> bool:
@@ -250,7 +252,10 @@ class RuntimeSources:
             return RUNNING if unit.ident in tasks else UNKNOWN
         if runtime in ("crio", "podman") and names is not None and self.storage is not None:
             if unit.ident not in names:
-                return UNKNOWN
+                # only a store that has listed this runtime's containers is the one it uses (podman's and CRI-O's
+                # roots are configurable): until then an unlisted container says nothing
+                return UNKNOWN if runtime in self._store_lists else None
+            self._store_lists.add(runtime)
             if runtime == "crio":
                 return STOPPED if self.storage.exited(unit.ident) else RUNNING
             alive = self.storage.conmon_alive(unit.ident)
