@@ -169,6 +169,7 @@ class JobsCollector(Collector[JobsOptions]):
         h = find_hierarchies(self._cgroup_root)
         units = self._discover(h) if h is not None else []
         view = self._sources.view()
+        self._sources.learn([unit for unit, _ in units], view)
         gpu_state = self.context.shared.latest(GPU_STATE, max_age=self.options.gpu_state_max_age)
         by_path = {unit.path: unit for unit, _ in units}
         held: dict[str, list[GpuProcess]] = {}

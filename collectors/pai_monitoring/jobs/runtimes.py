@@ -200,7 +200,8 @@ class RuntimeSources:
         self._docker_seen = False
         self._containerd_seen = False
         self._store_lists: set[str] = set()
-        """The runtimes (``podman``, ``crio``) of which containers/storage has listed a running container."""
+        """The runtimes whose state (containerd's task directory, containers/storage for ``podman`` and ``crio``)
+        has listed a container of this node: only then does a container missing from it count as ended."""
         self._inspect_until = 0.0
 
     def may_inspect(self) -> bool:
@@ -236,6 +237,17 @@ class RuntimeSources:
             storage_names=self.storage.names() if self.storage is not None else None,
         )
 
+    def learn(self, units: list[Unit], view: RuntimeView) -> None:
+        """Note which runtimes' state lists containers found in this node's cgroups (once seen, for good)."""
+        for unit in units:
+            if unit.kind != "container":
+                continue
+            runtime = view.runtime_of(unit)
+            if runtime in ("containerd", "cri") and unit.ident in (view.containerd_tasks or {}):
+                self._store_lists.add("containerd")
+            elif runtime in ("crio", "podman") and unit.ident in (view.storage_names or {}):
+                self._store_lists.add(runtime)
+
     def status(self, unit: Unit, view: RuntimeView) -> str | None:
         """``running``, ``stopped`` or ``unknown`` (the runtime no longer knows it); ``None`` when it cannot be
         judged: its runtime's state is unreadable, or it is a rootless container (below a systemd user manager,
@@ -249,13 +261,15 @@ class RuntimeSources:
         if runtime == "docker" and states is not None:
             return UNKNOWN
         if runtime in ("containerd", "cri") and tasks is not None:
-            return RUNNING if unit.ident in tasks else UNKNOWN
+            if unit.ident in tasks:
+                return RUNNING
+            # another containerd (k3s keeps its state elsewhere) may run it, unless ours lists this node's containers
+            return UNKNOWN if "containerd" in self._store_lists else None
         if runtime in ("crio", "podman") and names is not None and self.storage is not None:
             if unit.ident not in names:
                 # only a store that has listed this runtime's containers is the one it uses (podman's and CRI-O's
                 # roots are configurable): until then an unlisted container says nothing
                 return UNKNOWN if runtime in self._store_lists else None
-            self._store_lists.add(runtime)
             if runtime == "crio":
                 return STOPPED if self.storage.exited(unit.ident) else RUNNING
             alive = self.storage.conmon_alive(unit.ident)

@@ -356,8 +356,9 @@ def test_the_job_index_lets_other_collectors_find_a_process_job(trees: Trees) ->
     assert index.find("/system.slice/slurmstepd.scope/system") is None
 
 
-def test_runtime_state_that_cannot_be_read_or_a_rootless_container_marks_nothing_ended(tmp_path: Path) -> None:
-    """A container the system's runtime cannot know about is not one it has ended: no false zombies."""
+def test_runtime_state_that_cannot_tell_marks_nothing_ended(tmp_path: Path) -> None:
+    """A container the runtime we read cannot know about (rootless, another containerd, unreadable state) is not
+    one it has ended: no false zombies on a healthy node."""
     tree, _ = make_tree("podman", tmp_path)
     rootless = f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{cid('rootless')}.scope"
     shutil.copytree(tree / "sys/fs/cgroup/memory/libpod_parent" / f"libpod-{cid('podman-job')}", tmp_path / "copy")
@@ -367,5 +368,9 @@ def test_runtime_state_that_cannot_be_read_or_a_rootless_container_marks_nothing
 
     kube, _ = make_tree("kube_v2_systemd_containerd", tmp_path)
     assert _zombie_ids(list(tree_collector(kube).collect()), "zombie_container_count") != set()
+    namespace = kube / "state/containerd/k8s.io"
+    shutil.rmtree(namespace)
+    namespace.mkdir()  # a containerd that runs none of this node's containers (k3s keeps its own elsewhere)
+    assert _zombie_ids(list(tree_collector(kube).collect()), "zombie_container_count") == set()
     shutil.rmtree(kube / "state/containerd")  # containerd's state cannot be read (absent, or no permission)
     assert _zombie_ids(list(tree_collector(kube).collect()), "zombie_container_count") == set()
