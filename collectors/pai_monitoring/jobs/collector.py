@@ -8,6 +8,7 @@ turn it all into series (:mod:`.derive`, the only module that computes a value).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -214,11 +215,7 @@ class JobsCollector(Collector[JobsOptions]):
 
     def _discover(self, h: Hierarchies) -> list[tuple[Unit, str]]:
         """Every unit of the host, each once, with the hierarchy its processes are listed in."""
-        services = self._services
-
-        def named(parents: list[str], name: str) -> Unit | None:
-            return classify(parents, name, services)
-
+        named = functools.partial(classify, services=self._services)
         found = [(unit, h.walk_root) for unit in walk(h.walk_root, named)]
         if h.version == 1 and not any(unit.kind == "slurm" for unit, _ in found):
             # Slurm may constrain other controllers than the walked one; look for its jobs there
@@ -275,7 +272,7 @@ class JobsCollector(Collector[JobsOptions]):
         runtime = view.runtime_of(unit)
         zombie = None
         if unit.kind != "service":
-            status = slurm_status(h, unit, self._proc) if slurm else self._sources.status(unit, view)
+            status = slurm_status(h, unit, self._proc) if slurm else self._sources.status(unit, view, runtime)
             if status in (STOPPED, UNKNOWN):
                 zombie = derive.Zombie(unit, container_id, runtime, identity, tuple(gpu_processes))
         service = resolved.name if resolved.name in self._services else None

@@ -31,7 +31,7 @@ from pai_monitoring.shared_model import GpuDevice, GpuProcess, GpuState
 RESIDUAL_JOB = "residual_job"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Observation:
     """One unit in one cycle: what was read about it, before anything is computed."""
 
@@ -204,20 +204,17 @@ class _Families:
     def add_counters(self, labels: dict[str, str], group: list[Observation]) -> None:
         """The cumulative values of one job, one series per container (and per network namespace, under the
         first of the job's containers in it)."""
-        netns_owner: dict[str, Observation] = {}
-        for obs in sorted(group, key=lambda o: o.container_id):
+        seen_netns: set[str] = set()
+        for obs in sorted(group, key=lambda o: o.container_id) if len(group) > 1 else group:
             own = {**labels, "container_id": obs.container_id}
             c = obs.counters
             self.add(m.TASK_CPU_SECONDS, own, c.cpu_seconds)
             self.add(m.TASK_BLOCK_IN, own, c.read_bytes)
             self.add(m.TASK_BLOCK_OUT, own, c.write_bytes)
-            if obs.netns is not None and obs.net_bytes is not None:
-                netns_owner.setdefault(obs.netns, obs)
-        for obs in netns_owner.values():
-            own = {**labels, "container_id": obs.container_id}
-            assert obs.net_bytes is not None
-            self.add(m.TASK_NET_RX, own, obs.net_bytes[0])
-            self.add(m.TASK_NET_TX, own, obs.net_bytes[1])
+            if obs.netns is not None and obs.net_bytes is not None and obs.netns not in seen_netns:
+                seen_netns.add(obs.netns)
+                self.add(m.TASK_NET_RX, own, obs.net_bytes[0])
+                self.add(m.TASK_NET_TX, own, obs.net_bytes[1])
 
     def add_service_blocks(self, labels: dict[str, str], group: list[Observation]) -> None:
         self.add(m.SERVICE_BLOCK_IN, labels, _sum([o.counters.read_bytes for o in group]))

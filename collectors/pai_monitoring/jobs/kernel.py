@@ -258,7 +258,7 @@ def pid_cgroup_paths(proc_root: str, pid: int, controller: str) -> list[str] | N
 # ---- cgroup statistics ----
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CgroupCounters:
     """What one cgroup's files say, in base units; ``None`` where a file is missing or unreadable.
 

@@ -239,8 +239,10 @@ class RuntimeSources:
 
     def learn(self, units: list[Unit], view: RuntimeView) -> None:
         """Note which runtimes' state lists containers found in this node's cgroups (once seen, for good)."""
+        if {"containerd", "crio", "podman"} <= self._store_lists:
+            return
         for unit in units:
-            if unit.kind != "container":
+            if unit.kind != "container" or unit.runtime == "docker":
                 continue
             runtime = view.runtime_of(unit)
             if runtime in ("containerd", "cri") and unit.ident in (view.containerd_tasks or {}):
@@ -248,16 +250,16 @@ class RuntimeSources:
             elif runtime in ("crio", "podman") and unit.ident in (view.storage_names or {}):
                 self._store_lists.add(runtime)
 
-    def status(self, unit: Unit, view: RuntimeView) -> str | None:
-        """``running``, ``stopped`` or ``unknown`` (the runtime no longer knows it); ``None`` when it cannot be
-        judged: its runtime's state is unreadable, or it is a rootless container (below a systemd user manager,
-        ``user@<uid>.service``), which the system's runtimes do not list."""
+    def status(self, unit: Unit, view: RuntimeView, runtime: str) -> str | None:
+        """``running``, ``stopped`` or ``unknown`` (its ``runtime``, as :meth:`RuntimeView.runtime_of` names it,
+        no longer knows it); ``None`` when it cannot be judged: that runtime's state is unreadable or not the one
+        in use, or the unit is a rootless container (below a systemd user manager, ``user@<uid>.service``), which
+        the system's runtimes do not list."""
         if ROOTLESS_MARK in unit.path:
             return None
         states, tasks, names = view.docker_states, view.containerd_tasks, view.storage_names
         if states is not None and unit.ident in states:
             return RUNNING if states[unit.ident] in ALIVE_DOCKER_STATES else STOPPED
-        runtime = view.runtime_of(unit)
         if runtime == "docker" and states is not None:
             return UNKNOWN
         if runtime in ("containerd", "cri") and tasks is not None:
