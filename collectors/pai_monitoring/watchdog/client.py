@@ -118,6 +118,11 @@ class KubeApi:
 
     def list_pages(self, kind: str) -> Iterator[list[dict[str, Any]]]:
         """The items of ``pods`` (all namespaces) or ``nodes``, one page (``page-size`` objects) at a time."""
+        for items, _version in self.list_pages_versioned(kind):
+            yield items
+
+    def list_pages_versioned(self, kind: str) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        """Like :meth:`list_pages`, each page with the list's ``resourceVersion`` (where a watch takes over)."""
         call = self.core.list_pod_for_all_namespaces if kind == "pods" else self.core.list_node
         token: str | None = None
         while True:
@@ -126,10 +131,29 @@ class KubeApi:
             metadata = page.get("metadata")
             if not isinstance(items, list) or not isinstance(metadata, dict):
                 raise ApiFailure(errors.MALFORMED, kind, "list without items or metadata")
-            yield items
+            yield items, str(metadata.get("resourceVersion") or "")
             token = metadata.get("continue") or None
             if token is None:
                 return
+
+    def open_watch(self, kind: str, resource_version: str, timeout_seconds: int, idle_timeout: float) -> Any:
+        """Start a watch of ``pods`` or ``nodes`` after ``resource_version``, with bookmarks; the raw response.
+
+        The server ends the stream after ``timeout_seconds``; ``idle_timeout`` bounds every read (no byte for that
+        long is a timeout), so a dead connection cannot hold the reader. Reading is the caller's (the informer).
+        """
+        call = self.core.list_pod_for_all_namespaces if kind == "pods" else self.core.list_node
+        try:
+            return call(
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=(self.options.request_timeout, idle_timeout),
+            )
+        except Exception as exc:
+            raise ApiFailure(errors.classify(exc), kind, _describe(exc)) from exc
 
     def _get_page(self, call: Callable[..., Any], token: str | None, kind: str) -> dict[str, Any]:
         response = call(

@@ -19,6 +19,8 @@ CONNECTION_ERROR = "connection_error"
 TLS_ERROR = "tls_error"
 MALFORMED = "malformed_response"
 CREDENTIALS = "credentials_error"
+TOO_MANY_OBJECTS = "too_many_objects"
+"""The watch cache is full (``cache-max-objects``): the cluster is larger than the watchdog was sized for."""
 UNKNOWN = "unknown"
 _HTTP_CODES = (400, 401, 403, 404, 410, 429, 500, 502, 503, 504)
 REASONS: tuple[str, ...] = (
@@ -29,6 +31,7 @@ REASONS: tuple[str, ...] = (
     TLS_ERROR,
     MALFORMED,
     CREDENTIALS,
+    TOO_MANY_OBJECTS,
     *(f"http_{code}" for code in _HTTP_CODES),
     "http_4xx",
     "http_5xx",
