@@ -12,6 +12,7 @@ from collections.abc import Mapping
 JOB_LABELS = ("job_name", "username", "role_name", "task_index", "job_instance_id", "virtual_cluster")
 """The labels of every task_* series; ``instance`` says which node."""
 IDLE_RULE = "instance_minor_number:nvidiasmi_utilization_gpu:idle"
+OWN_IDLE_RULE = "task:task_gpu_sm_utilization_ratio:idle"
 
 
 def quote(value: str) -> str:
@@ -73,6 +74,10 @@ def per_gpu(task: str, window: str) -> dict[str, str]:
         "memory_total": on_held(f"max_over_time(pai_gpu_memory_total_bytes[{window}])"),
         "energy": on_held(f"increase(pai_gpu_energy_joules_total[{window}])"),
         "memory_peak": f"max by (instance, minor_number) (max_over_time(task_gpu_memory_bytes{{{task}}}[{window}]))",
+        # the job's own use, from NVML's per-process figures (absent in MIG mode and on older exporters)
+        "own_sm": f"sum by (instance, minor_number) (avg_over_time(task_gpu_sm_utilization_ratio{{{task}}}[{window}]))",
+        "own_idle_share": f"min by (instance, minor_number) (avg_over_time({OWN_IDLE_RULE}{{{task}}}[{window}]))",
+        "own_energy": f"sum by (instance, minor_number) (increase(task_gpu_energy_joules_total{{{task}}}[{window}]))",
         "held": held,
     }
 

@@ -54,7 +54,18 @@ def text(report: Report) -> str:
         f"GPUs: {len(report.gpus)} held, {report.gpus_used} used (idle means no kernel ran, utilisation under 1 %)",
     ]
     if report.gpus:
-        header = ("GPU", "node", "UUID", "utilisation", "idle", "SM active", "tensor", "memory peak", "energy")
+        header = (
+            "GPU",
+            "node",
+            "UUID",
+            "utilisation",
+            "own use",
+            "idle",
+            "SM active",
+            "tensor",
+            "memory peak",
+            "energy",
+        )
         rows = [header]
         for gpu in report.gpus:
             memory = _gib(gpu.memory_peak_bytes)
@@ -66,6 +77,7 @@ def text(report: Report) -> str:
                     gpu.node_name or gpu.instance,
                     gpu.uuid or "-",
                     "-" if gpu.utilization_percent is None else f"{round(gpu.utilization_percent)} %",
+                    _share(gpu.own_use),
                     _share(gpu.idle_share),
                     _share(gpu.sm_active),
                     _share(gpu.tensor_active),
@@ -75,7 +87,10 @@ def text(report: Report) -> str:
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines += ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
-        lines.append("  (SM active and tensor: NVML GPM, Hopper and newer; '-' where the GPU has none)")
+        lines.append(
+            "  (utilisation, SM active and tensor: the whole GPU, with any job sharing it; own use: the job's own "
+            "processes; SM active and tensor need NVML GPM, Hopper and newer; '-' where there is no figure)"
+        )
     lines.append("")
     mean = report.cpu_mean_cores
     cpu = "CPU: -" if mean is None else f"CPU: {mean:.1f} cores busy on average"
@@ -90,9 +105,12 @@ def text(report: Report) -> str:
         if report.host_memory_peak_bytes is not None:
             memory += f" ({_share(report.host_memory_peak_bytes / report.host_memory_limit_bytes)})"
     lines.append(memory)
-    lines.append(
-        f"GPU energy: {_energy(report.gpu_energy_joules)} (whole GPUs: a GPU shared with other jobs counts in full)"
+    whose = (
+        "the job's share of each GPU's"
+        if report.energy_is_share
+        else "whole GPUs: a GPU shared with other jobs counts in full"
     )
+    lines.append(f"GPU energy: {_energy(report.gpu_energy_joules)} ({whose})")
     lines.append("")
     if report.hints:
         lines.append("Hints:")
@@ -128,12 +146,15 @@ def as_json(report: Report) -> str:
                     "uuid": gpu.uuid,
                     "model": gpu.model,
                     "utilization_ratio": None if gpu.utilization_percent is None else gpu.utilization_percent / 100,
+                    "own_use_ratio": gpu.own_use,
                     "idle_ratio": gpu.idle_share,
+                    "card_idle_ratio": gpu.card_idle_share,
                     "sm_active_ratio": gpu.sm_active,
                     "tensor_active_ratio": gpu.tensor_active,
                     "memory_peak_bytes": gpu.memory_peak_bytes,
                     "memory_total_bytes": gpu.memory_total_bytes,
                     "energy_joules": gpu.energy_joules,
+                    "energy_is_share": gpu.own_energy_joules is not None,
                 }
                 for gpu in report.gpus
             ],

@@ -56,16 +56,33 @@ class GpuUse:
     uuid: str = ""
     model: str = ""
     utilization_percent: float | None = None
-    idle_share: float | None = None
+    """The card's utilisation (all jobs on it)."""
+    card_idle_share: float | None = None
+    own_use: float | None = None
+    """Share of the time the job's own processes ran kernels on the GPU (NVML's per-process figures)."""
+    own_idle_share: float | None = None
     sm_active: float | None = None
     tensor_active: float | None = None
     memory_peak_bytes: float | None = None
     memory_total_bytes: float | None = None
-    energy_joules: float | None = None
+    card_energy_joules: float | None = None
+    own_energy_joules: float | None = None
+    """The job's share of the GPU's energy (``task_gpu_energy_joules_total``)."""
 
     @property
     def name(self) -> str:
         return f"GPU {self.index or self.minor_number} of {self.node_name or self.instance}"
+
+    @property
+    def idle_share(self) -> float | None:
+        """How long the job left the GPU idle: from its own processes' figures where the driver has them (so a GPU
+        another job keeps busy can still be idle for this one), else from the card's utilisation."""
+        return self.own_idle_share if self.own_idle_share is not None else self.card_idle_share
+
+    @property
+    def energy_joules(self) -> float | None:
+        """The job's share of the GPU's energy where the exporter gives one, else the whole GPU's."""
+        return self.own_energy_joules if self.own_energy_joules is not None else self.card_energy_joules
 
     @property
     def idle(self) -> bool:
@@ -103,6 +120,11 @@ class Report:
     def gpu_energy_joules(self) -> float | None:
         known = [gpu.energy_joules for gpu in self.gpus if gpu.energy_joules is not None]
         return sum(known) if known else None
+
+    @property
+    def energy_is_share(self) -> bool:
+        """True when every GPU's energy is the job's own share, not the whole GPU's."""
+        return bool(self.gpus) and all(gpu.own_energy_joules is not None for gpu in self.gpus)
 
 
 def duration(seconds: float) -> str:
@@ -168,12 +190,15 @@ def gather(prom: Prometheus, job: Job, step: str, step_seconds: float, cpus: flo
                 uuid=info.get("uuid", ""),
                 model=info.get("model", ""),
                 utilization_percent=figure("utilization"),
-                idle_share=figure("idle_share"),
+                card_idle_share=figure("idle_share"),
+                own_use=figure("own_sm"),
+                own_idle_share=figure("own_idle_share"),
                 sm_active=figure("sm_active"),
                 tensor_active=figure("tensor_active"),
                 memory_peak_bytes=figure("memory_peak"),
                 memory_total_bytes=figure("memory_total"),
-                energy_joules=figure("energy"),
+                card_energy_joules=figure("energy"),
+                own_energy_joules=figure("own_energy"),
             )
         )
     totals = {

@@ -84,7 +84,7 @@ def cluster(
         ]
     )
     try:
-        rules = [REPO / "rules" / "recording" / "gpu.rules.yml"]
+        rules = [REPO / "rules" / "recording" / "gpu.rules.yml", REPO / "rules" / "recording" / "jobs.rules.yml"]
         with running_prometheus({"pai_job_exporter": [f"127.0.0.1:{exporter.port}"]}, rules) as prometheus:
             selector = f'job_name="{job.job_id}"'
             prometheus.wait_for_series(f"count_over_time(task_info{{{selector}}}[5m]) >= {SAMPLES}", WAIT_S)
@@ -120,12 +120,15 @@ def test_a_job_with_an_idle_gpu_gets_the_hint(
     busy = devices["GPU-0f0f0f0f-0000-0000-0000-000000000000"]
     idle = devices["GPU-0f0f0f0f-0000-0000-0000-000000000001"]
     assert busy["idle_ratio"] == 0
+    assert busy["own_use_ratio"] == pytest.approx(0.96)  # its process's own figure (per-process utilisation)
+    assert busy["energy_is_share"]
     assert busy["utilization_ratio"] == pytest.approx(0.96)
     assert busy["sm_active_ratio"] == pytest.approx(0.8)  # GPM, once the first of its two samples is past
     assert busy["tensor_active_ratio"] == pytest.approx(0.45)
     assert busy["memory_peak_bytes"] == 100 * GIB
     assert busy["memory_total_bytes"] == 140 * GIB
     assert idle["idle_ratio"] == 1
+    assert idle["own_use_ratio"] == 0
     assert idle["sm_active_ratio"] == 0
     assert report["host_memory"]["peak_bytes"] > 0
     assert report["host_memory"]["limit_bytes"] >= report["host_memory"]["peak_bytes"]

@@ -27,7 +27,7 @@ JOB = Job(
 def gpu(index: int, **figures: float) -> GpuUse:
     defaults: dict[str, float] = {
         "utilization_percent": 90.0,
-        "idle_share": 0.0,
+        "card_idle_share": 0.0,
         "memory_peak_bytes": 60 * GIB,
         "memory_total_bytes": 80 * GIB,
     }
@@ -49,20 +49,34 @@ def report(*gpus: GpuUse, **totals: float) -> Report:
 
 
 def test_idle_gpus_are_counted_and_named_in_plain_language() -> None:
-    found = hints(report(gpu(0), gpu(1), gpu(2, idle_share=0.93), gpu(3, idle_share=0.9)))
+    found = hints(report(gpu(0), gpu(1), gpu(2, card_idle_share=0.93), gpu(3, card_idle_share=0.9)))
     assert found == [
         "2 of 4 GPUs were idle for at least 90 % of the job: ask for fewer GPUs, or check that the job spreads its "
         "work over all of them."
     ]
-    assert report(gpu(0), gpu(1, idle_share=0.5)).gpus_used == 1
-    assert hints(report(gpu(0), gpu(1, idle_share=0.49))) == []  # under half the time idle: used
+    assert report(gpu(0), gpu(1, card_idle_share=0.5)).gpus_used == 1
+    assert hints(report(gpu(0), gpu(1, card_idle_share=0.49))) == []  # under half the time idle: used
+
+
+def test_a_jobs_own_figures_win_over_the_cards() -> None:
+    """On a GPU another job keeps busy, this job can still have left it idle; its own energy is its share."""
+    shared = gpu(0, card_idle_share=0.0, own_idle_share=0.95, own_use=0.01, card_energy_joules=9e6)
+    mine = gpu(1, own_idle_share=0.0, own_use=0.9, card_energy_joules=4e6, own_energy_joules=3.6e6)
+    done = report(shared, mine)
+    assert [g.idle for g in done.gpus] == [True, False]
+    assert hints(done)[0].startswith("1 of 2 GPUs was idle for at least 95 % of the job")
+    assert done.gpu_energy_joules == 9e6 + 3.6e6
+    assert not done.energy_is_share
+    both = report(mine, gpu(2, own_energy_joules=1e6))
+    assert both.energy_is_share
+    assert "the job's share of each GPU's" in render.text(both)
 
 
 def test_a_job_that_never_used_its_gpus() -> None:
-    assert hints(report(gpu(0, idle_share=1.0), gpu(1, idle_share=1.0))) == [
+    assert hints(report(gpu(0, card_idle_share=1.0), gpu(1, card_idle_share=1.0))) == [
         "All 2 GPUs were idle for the whole job: the job may hang, or never use its GPUs."
     ]
-    assert hints(report(gpu(0, idle_share=1.0))) == [
+    assert hints(report(gpu(0, card_idle_share=1.0))) == [
         "The job's GPU was idle for the whole job: the job may hang, or never use its GPUs."
     ]
 
@@ -103,7 +117,7 @@ def test_host_memory_and_cpu() -> None:
 
 
 def test_text_and_json_carry_the_same_figures() -> None:
-    done = report(gpu(0, sm_active=0.8, energy_joules=7.2e6), gpu(1, idle_share=1.0), cpus=8.0)
+    done = report(gpu(0, sm_active=0.8, own_energy_joules=7.2e6), gpu(1, card_idle_share=1.0), cpus=8.0)
     done = Report(**{**done.__dict__, "hints": tuple(hints(done))})
     text = render.text(done)
     assert "Job alice~train of alice: 1 task(s) on gpu-node-1:9102" in text
@@ -112,7 +126,7 @@ def test_text_and_json_carry_the_same_figures() -> None:
     assert "60.0 GiB / 80.0 GiB" in text
     assert "CPU: 4.0 cores busy on average, 6.0 at the peak; 50 % of the 8 cores given" in text
     assert "Host memory: peak 20.0 GiB of a 64.0 GiB limit (31 %)" in text
-    assert "GPU energy: 2.00 kWh" in text
+    assert "GPU energy: 2.00 kWh (whole GPUs" in text  # GPU 1 has no share of its own
     assert "- 1 of 2 GPUs was idle for the whole job" in text
     data = json.loads(render.as_json(done))
     assert data["gpus"]["held"] == 2
