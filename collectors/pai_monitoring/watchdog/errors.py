@@ -18,6 +18,7 @@ CONNECTION_REFUSED = "connection_refused"
 CONNECTION_ERROR = "connection_error"
 TLS_ERROR = "tls_error"
 MALFORMED = "malformed_response"
+TOO_LARGE = "response_too_large"
 CREDENTIALS = "credentials_error"
 UNKNOWN = "unknown"
 _HTTP_CODES = (400, 401, 403, 404, 410, 429, 500, 502, 503, 504)
@@ -28,6 +29,7 @@ REASONS: tuple[str, ...] = (
     CONNECTION_ERROR,
     TLS_ERROR,
     MALFORMED,
+    TOO_LARGE,
     CREDENTIALS,
     *(f"http_{code}" for code in _HTTP_CODES),
     "http_4xx",
