@@ -50,7 +50,7 @@ def harness(api_url: str, page_size: int, idle: float) -> None:
     """Runs in the child: the runtime with the kubernetes collector; prints JSON events on stdout."""
     from pai_monitoring.runtime.collector import CollectorContext
     from pai_monitoring.runtime.config import ListenAddress
-    from pai_monitoring.runtime.exposition import RejectCounter, http_registry
+    from pai_monitoring.runtime.exposition import HttpStats, http_exposition
     from pai_monitoring.runtime.http import ExporterServer
     from pai_monitoring.runtime.scheduler import CollectorRunner
     from pai_monitoring.runtime.webconfig import WebConfig
@@ -71,10 +71,10 @@ def harness(api_url: str, page_size: int, idle: float) -> None:
     )
     options.validate()
     runner = CollectorRunner("kubernetes", options, lambda: KubernetesCollector(options, CollectorContext()))
-    rejected = RejectCounter()
-    registry = http_registry("pai-watchdog", [runner], rejected)
+    stats = HttpStats()
+    exposition = http_exposition("pai-watchdog", [runner], stats)
     server = ExporterServer(
-        ListenAddress("127.0.0.1", 0), "pai-watchdog", registry, [runner], WebConfig(), 10, rejected
+        ListenAddress("127.0.0.1", 0), "pai-watchdog", exposition, [runner], WebConfig(), 10, 256, stats
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     event("listening", port=server.port, rss_mib=_rss_mib())

@@ -26,7 +26,7 @@ def _stalled_scrape(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-    assert sock.recv(12).startswith(b"HTTP/1.0 200")
+    assert sock.recv(12) in (b"HTTP/1.0 200", b"HTTP/1.1 200")
     return sock
 
 
