@@ -166,13 +166,10 @@ def build_parser(daemon: str, default_port: int, classes: Mapping[str, Collector
             help=f"enable the {name} collector (default {state})",
         )
         for fld, _tp in option_fields(cls.options_class):
-            default = fld.default if fld.default is not dataclasses.MISSING else None
-            group.add_argument(
-                flag_name(name, fld.name),
-                dest=dest_name(name, fld.name),
-                metavar="VALUE",
-                help=f"{fld.metadata.get('help', '')} (default {default})",
-            )
+            text = str(fld.metadata.get("help", ""))
+            if "(default" not in text:  # a help text that explains its default keeps its own words
+                text += f" (default {fld.default if fld.default is not dataclasses.MISSING else None})"
+            group.add_argument(flag_name(name, fld.name), dest=dest_name(name, fld.name), metavar="VALUE", help=text)
     return parser
 
 

@@ -30,6 +30,7 @@ import html
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ LISTEN_BACKLOG = 128
 RENDER_THREADS = 4
 """Threads that render and compress answers (the GIL makes more useless); requests beyond wait for one."""
 FAULT_LOG_INTERVAL_SECONDS = 60.0
+SHUTDOWN_TIMEOUT_SECONDS = 5.0
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -156,6 +158,7 @@ class ExporterServer:
         )
         self._loop = asyncio.new_event_loop()
         self._stopping: asyncio.Event | None = None
+        self._done = threading.Event()
 
     @property
     def port(self) -> int:
@@ -171,11 +174,14 @@ class ExporterServer:
             self._loop.run_until_complete(self._serve())
         finally:
             self._loop.close()
+            self._done.set()
 
     def shutdown(self) -> None:
+        """Stop serving and wait (a bounded time) until the event loop has closed every connection."""
         if not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 self._loop.call_soon_threadsafe(self._request_stop)
+            self._done.wait(SHUTDOWN_TIMEOUT_SECONDS)
 
     def server_close(self) -> None:
         self._sock.close()
@@ -272,9 +278,10 @@ class ExporterServer:
         protocol = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         deadline: float | None = first_deadline
         while True:
-            request = await self._read_request(protocol, reader, writer, deadline, loop)
-            if request is None:
+            received = await self._read_request(protocol, reader, writer, deadline, loop)
+            if received is None:
                 return
+            request, complete = received
             self._set_busy(connection, True)
             response = await self._answer(request)
             try:
@@ -282,8 +289,8 @@ class ExporterServer:
             finally:
                 if response.holds_slot:
                     self._in_flight -= 1
-            if protocol.our_state is not h11.DONE or protocol.their_state is not h11.DONE:
-                return  # h11 says close (HTTP/1.0, Connection: close, an unread request body)
+            if not complete or protocol.our_state is not h11.DONE or protocol.their_state is not h11.DONE:
+                return  # close: an unread request body, or h11 says so (HTTP/1.0, Connection: close)
             protocol.start_next_cycle()
             self._set_busy(connection, False)
             deadline = None
@@ -295,27 +302,36 @@ class ExporterServer:
         writer: asyncio.StreamWriter,
         deadline: float | None,
         loop: asyncio.AbstractEventLoop,
-    ) -> h11.Request | None:
-        """The next request, or ``None`` when the client closed or a kept-alive connection stayed idle too long.
+    ) -> tuple[h11.Request, bool] | None:
+        """The next request and whether it is complete, or ``None`` when the client closed or a kept-alive
+        connection stayed idle too long. A request with a body is answered, but the body is never read, so the
+        connection closes after the answer.
 
         ``deadline`` is fixed for a new connection; on a kept-alive one the request must arrive whole within
-        :data:`REQUEST_READ_TIMEOUT_SECONDS` of its first byte, which must come within the idle timeout.
+        :data:`REQUEST_READ_TIMEOUT_SECONDS` of its first byte, which must come within the idle timeout. h11 caps
+        what it buffers of an incomplete request; the cap on the whole request line and headers is checked here.
         """
         started = deadline is not None
+        received = len(protocol.trailing_data[0])  # a pipelined request may already be buffered
         try:
             async with asyncio.timeout_at(deadline or loop.time() + IDLE_TIMEOUT_SECONDS) as scope:
                 while True:
                     event = protocol.next_event()
                     if event is h11.NEED_DATA:
                         data = await reader.read(READ_CHUNK_BYTES)
-                        if data and not started:
+                        if not data:
+                            return None  # the client closed, perhaps half-way through a request: nothing to answer
+                        if not started:
                             started = True
                             scope.reschedule(loop.time() + REQUEST_READ_TIMEOUT_SECONDS)
+                        received += len(data)
                         protocol.receive_data(data)
                         continue
-                    if isinstance(event, h11.Request):
-                        return event
-                    return None  # ConnectionClosed
+                    if not isinstance(event, h11.Request):
+                        return None  # ConnectionClosed
+                    if received - len(protocol.trailing_data[0]) > MAX_HEADER_BYTES:
+                        raise h11.RemoteProtocolError("request line and headers too long", error_status_hint=431)
+                    return event, isinstance(protocol.next_event(), h11.EndOfMessage)
         except TimeoutError:
             if not started:
                 return None

@@ -78,11 +78,18 @@ def _finite(number: float, value: object) -> float:
     return number
 
 
+_YAML_NUMBER_HINT = " (YAML reads 1e9 and 1.0e9 as text: write 1000000000 or 1.0e+9)"
+
+
+def _not_a_yaml_number(value: object, what: str) -> ValueError:
+    hint = _YAML_NUMBER_HINT if isinstance(value, str) else ""
+    return ValueError(f"expected {what}, got {_describe(value)}{hint}")
+
+
 def _parse_int(value: object, from_yaml: bool) -> int:
     """Whole numbers; ``1e9`` on the command line is one (``1000000000``), ``1.5`` is not."""
     if isinstance(value, bool) or (from_yaml and not isinstance(value, int | float)):
-        hint = " (YAML reads 1e9 as text: write 1000000000 or 1.0e9)" if isinstance(value, str) else ""
-        raise ValueError(f"expected a whole number, got {_describe(value)}{hint}")
+        raise _not_a_yaml_number(value, "a whole number")
     if isinstance(value, int):
         return value
     if isinstance(value, float):
@@ -104,7 +111,7 @@ def _parse_int(value: object, from_yaml: bool) -> int:
 
 def _parse_float(value: object, from_yaml: bool) -> float:
     if isinstance(value, bool) or (from_yaml and not isinstance(value, int | float)):
-        raise ValueError(f"expected a number, got {_describe(value)}")
+        raise _not_a_yaml_number(value, "a number")
     try:
         number = float(value) if isinstance(value, int | float) else float(str(value).strip())
     except ValueError:
