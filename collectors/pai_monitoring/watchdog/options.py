@@ -39,6 +39,14 @@ class KubernetesOptions(CollectorOptions):
         default=DEFAULT_TIMEOUT_SECONDS,
         metadata={"help": "Deadline of one collection in seconds (health check plus every list page)."},
     )
+    expiry: float | None = field(
+        default=None,
+        metadata={
+            "help": "Seconds after which an old snapshot is dropped instead of served (default: the larger of "
+            "2 x interval and interval + 2 x request-timeout + 1, so that the error of a collection failing on a slow "
+            "API server is exported without a gap)."
+        },
+    )
     kubeconfig: Path | None = field(default=None, metadata={"help": "Kubeconfig file to use (its current context)."})
     in_cluster: bool = field(
         default=False,
@@ -93,6 +101,15 @@ class KubernetesOptions(CollectorOptions):
         default=200,
         metadata={"help": "Unhealthy pods, containers and nodes logged per kind and collection; the rest counted."},
     )
+
+    @property
+    def effective_expiry(self) -> float:
+        """A collection that fails on a slow API server takes at most a health check and one list request, each up
+        to request-timeout; the last snapshot must outlive it, or k8s_api_server_count{error} would vanish while the
+        API server misbehaves."""
+        if self.expiry is not None:
+            return self.expiry
+        return max(2 * self.interval, self.interval + 2 * self.request_timeout + 1.0)
 
     def validate(self) -> None:
         super().validate()
