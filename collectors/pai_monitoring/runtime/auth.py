@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 
-import bcrypt
-
 BCRYPT_MAX_PASSWORD_BYTES = 72
 """bcrypt reads at most 72 bytes; a longer password is refused (as exporter-toolkit does), not truncated."""
 FAILURE_PENALTY = 3.0
@@ -67,6 +65,8 @@ def parse_basic(header: str | None) -> tuple[str, bytes] | None:
 
 def _verify(password: bytes, hashed: bytes) -> tuple[bool, float]:
     """Runs in the bcrypt thread: (matches, seconds the check took)."""
+    import bcrypt  # only an exporter with basic auth users pays for the module
+
     start = time.perf_counter()
     try:
         ok = bcrypt.checkpw(password, hashed)

@@ -120,6 +120,12 @@ class _Response:
         self.headers = [("Content-Type", content_type), ("Content-Length", str(sum(len(p) for p in body))), *headers]
 
 
+def _check_head_size(size: int) -> None:
+    """h11 caps what it buffers of an incomplete request; this caps the whole request line and headers."""
+    if size > MAX_HEADER_BYTES:
+        raise h11.RemoteProtocolError("request line and headers too long", error_status_hint=431)
+
+
 def _plain(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> _Response:
     return _Response(status, [text.encode()], TEXT, headers)
 
@@ -308,8 +314,7 @@ class ExporterServer:
         connection closes after the answer.
 
         ``deadline`` is fixed for a new connection; on a kept-alive one the request must arrive whole within
-        :data:`REQUEST_READ_TIMEOUT_SECONDS` of its first byte, which must come within the idle timeout. h11 caps
-        what it buffers of an incomplete request; the cap on the whole request line and headers is checked here.
+        :data:`REQUEST_READ_TIMEOUT_SECONDS` of its first byte, which must come within the idle timeout.
         """
         started = deadline is not None
         received = len(protocol.trailing_data[0])  # a pipelined request may already be buffered
@@ -329,8 +334,7 @@ class ExporterServer:
                         continue
                     if not isinstance(event, h11.Request):
                         return None  # ConnectionClosed
-                    if received - len(protocol.trailing_data[0]) > MAX_HEADER_BYTES:
-                        raise h11.RemoteProtocolError("request line and headers too long", error_status_hint=431)
+                    _check_head_size(received - len(protocol.trailing_data[0]))
                     return event, isinstance(protocol.next_event(), h11.EndOfMessage)
         except TimeoutError:
             if not started:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ _CREATE_ATTEMPTS = 5
 def _create_temporary(path: Path) -> tuple[Path, int]:
     """A new temporary file beside ``path`` with an unpredictable name, opened for writing."""
     for _ in range(_CREATE_ATTEMPTS):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{TMP_SUFFIX}")
+        tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}{TMP_SUFFIX}")
         try:
             return tmp, os.open(tmp, _CREATE_FLAGS, 0o644)
         except FileExistsError:  # 2**-64 by chance; more often someone planted it: try another name

@@ -72,7 +72,7 @@ def test_a_bcrypt_error_is_a_denial(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(password: bytes, hashed: bytes) -> bool:
         raise ValueError("invalid salt")
 
-    monkeypatch.setattr(auth.bcrypt, "checkpw", broken)
+    monkeypatch.setattr(bcrypt, "checkpw", broken)
     assert check(AuthGate({"prometheus": HASH}), header("prometheus", "right")) is Verdict.DENIED
 
 

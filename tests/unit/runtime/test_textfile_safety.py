@@ -57,9 +57,9 @@ def test_an_existing_entry_at_the_chosen_name_is_left_alone(
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious\n")
     target = shared / "pai_job_exporter.prom"
-    tokens = iter(["guessed", "fresh"])
-    monkeypatch.setattr(textfile.secrets, "token_hex", lambda _n: next(tokens))
-    planted = shared / f".{target.name}.guessed.tmp"
+    tokens = iter([b"guessed!", b"freshone"])
+    monkeypatch.setattr(textfile.os, "urandom", lambda _n: next(tokens))
+    planted = shared / f".{target.name}.{b'guessed!'.hex()}.tmp"
     planted.symlink_to(victim)
     atomic_write(target, EXPOSITION)
     assert victim.read_bytes() == b"precious\n"
