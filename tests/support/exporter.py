@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -131,6 +132,21 @@ class LimitedCgroup:
                     break
                 except OSError:  # processes still leaving
                     time.sleep(0.05)
+
+
+def self_signed_certificate(directory: Path, passphrase: str | None = None) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1 made by the openssl command; the key encrypted when a passphrase is given."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make a test certificate: apt-get install openssl"
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    protect = ["-passout", f"pass:{passphrase}"] if passphrase else ["-nodes"]
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", *protect,
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
 
 
 def free_port() -> int:

@@ -108,9 +108,10 @@ def _readme_commands() -> list[list[str]]:
 def test_the_readme_commands_are_valid_as_written(kubeconfig: Path) -> None:
     commands = _readme_commands()
     assert len(commands) >= 3
+    etc = kubeconfig.parent  # the files a deployed host has in /etc/pai-monitoring, with the same shapes
+    (etc / "job-exporter.yml").write_text("collectors:\n  node_health:\n    interval: 15\n")
     for argv in commands:
-        # the one path that only exists on a deployed host is replaced by a kubeconfig of the same shape
-        args = [arg.replace("/etc/pai-monitoring/kubeconfig", str(kubeconfig)) for arg in argv[1:]]
+        args = [arg.replace("/etc/pai-monitoring/", f"{etc}/") for arg in argv[1:]]
         result = subprocess.run(
             [str(BIN / argv[0]), *args, "--config.check"],
             env=daemon_env(), capture_output=True, text=True, timeout=60, check=False,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -16,7 +14,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.support.exporter import Exporter, get, start_exporter, wait_for
+from tests.support.exporter import Exporter, get, self_signed_certificate, start_exporter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,15 +75,7 @@ def _small_status(url: str) -> str:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is needed to make a test certificate: apt-get install openssl"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path)
 
 
 def _auth(user: str, password: str) -> dict[str, str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import bcrypt
@@ -15,6 +13,7 @@ from pai_monitoring.node_health import NodeHealthOptions
 from pai_monitoring.runtime.config import build_config, parse_listen_address
 from pai_monitoring.runtime.errors import ConfigError
 from pai_monitoring.runtime.webconfig import load_web_config
+from tests.support.exporter import self_signed_certificate
 
 CLASSES = registry.collector_classes("pai-job-exporter")
 
@@ -187,15 +186,7 @@ def test_configuration_files_must_be_regular_utf8_files(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tls_pair(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is needed to make a test certificate: apt-get install openssl"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-passout",
-         "pass:secret", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path, passphrase="secret")
 
 
 def test_tls_key_problems_are_named(tmp_path: Path, tls_pair: tuple[Path, Path]) -> None:
