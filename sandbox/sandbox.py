@@ -414,38 +414,44 @@ class Sandbox:
         xids: Sequence[tuple[int, int]] = (),
         external_gpu: int | None = None,
     ) -> str:
-        """The simulated NVML scenario of a GPU node: GPUs, the jobs' processes on them, and injected faults."""
+        """The simulated NVML scenario of a GPU node: GPUs, the jobs' processes on them, and injected faults.
+
+        Without faults the GPUs are healthy: a GPU holds exactly the memory of the processes on it (the driver's
+        reserve apart, as on a real A100), busy GPUs run in P0, GPUs without a job are idle in P8 with no memory in
+        use. ``external_gpu`` puts the stray process (a real process outside any job) on that GPU, with its memory.
+        """
+        reserved = 569 << 20  # what the driver of an A100 80GB keeps for itself
+        held: dict[int, list[tuple[int, int]]] = {gpu: [] for gpu in range(GPUS_PER_NODE)}
+        for job in JOBS.get(guest.index, JOBS[0]):
+            job_id, gpus = job[0], job[4]
+            pid = self.main_pid(guest, f"pai-sandbox-job-{job_id}.service")
+            for gpu in (int(g) for g in gpus.split(",")):
+                held[gpu].append((pid, 4 * GIB))
+        if external_gpu is not None:
+            held[external_gpu].append((self.main_pid(guest, "pai-sandbox-stray.service"), GIB))
         lines = [
             f"# Written by sandbox/sandbox.py for {guest.name}; a stand-in for {GPUS_PER_NODE} GPUs.",
             f"gpu_count = {GPUS_PER_NODE}",
             "driver_version = 550.54.15",
         ]
         for gpu in range(GPUS_PER_NODE):
-            busy = 35 + 15 * gpu + 7 * guest.index
+            processes = held[gpu]
+            busy = (35 + 15 * gpu + 7 * guest.index) % 100 if processes else 0
             lines += [
                 f"gpu.{gpu}.name = NVIDIA A100-SXM4-80GB (simulated)",
                 f"gpu.{gpu}.memory.total = {80 * GIB}",
-                f"gpu.{gpu}.memory.used = {(10 + 12 * gpu) * GIB}",
-                f"gpu.{gpu}.utilization.gpu = {busy % 100}",
-                f"gpu.{gpu}.utilization.memory = {(busy // 2) % 100}",
-                f"gpu.{gpu}.temperature = {45 + 3 * gpu}",
-                f"gpu.{gpu}.power = {(120 + 40 * gpu) * 1000}",
+                f"gpu.{gpu}.memory.reserved = {reserved}",
+                f"gpu.{gpu}.memory.used = {sum(memory for _, memory in processes)}",
+                f"gpu.{gpu}.utilization.gpu = {busy}",
+                f"gpu.{gpu}.utilization.memory = {busy // 2}",
+                f"gpu.{gpu}.temperature = {45 + 3 * gpu if processes else 34}",
+                f"gpu.{gpu}.power = {(120 + 40 * gpu if processes else 60) * 1000}",
                 f"gpu.{gpu}.power_limit = 400000",
-                f"gpu.{gpu}.pstate = 0",
+                f"gpu.{gpu}.pstate = {0 if processes else 8}",
+                f"gpu.{gpu}.clocks_event_reasons = {0 if processes else 0x1}",
                 f"gpu.{gpu}.ecc.uncorrected = {(ecc_double or {}).get(gpu, 0)}",
             ]
-        slots: dict[int, int] = {}
-        for job in JOBS.get(guest.index, JOBS[0]):
-            job_id, gpus = job[0], job[4]
-            pid = self.main_pid(guest, f"pai-sandbox-job-{job_id}.service")
-            for gpu in (int(g) for g in gpus.split(",")):
-                slot = slots.get(gpu, 0)
-                slots[gpu] = slot + 1
-                lines.append(f"gpu.{gpu}.process.{slot} = {pid} {4 * GIB} compute")
-        if external_gpu is not None:
-            pid = self.main_pid(guest, "pai-sandbox-stray.service")
-            slot = slots.get(external_gpu, 0)
-            lines.append(f"gpu.{external_gpu}.process.{slot} = {pid} {GIB} compute")
+            lines += [f"gpu.{gpu}.process.{n} = {pid} {memory} compute" for n, (pid, memory) in enumerate(processes)]
         for sequence, (gpu, code) in enumerate(xids, start=1):
             lines.append(f"xid.{sequence} = {gpu} {code}")
         return "\n".join(lines) + "\n"

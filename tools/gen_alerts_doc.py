@@ -39,8 +39,10 @@ CHECK_MARK = "First check:"
 TUNABLE: dict[str, str] = {
     "NvidiaSmiLatencyTooLarge": "gpu collection slower than 10 s",
     "PaiCollectorSlow": "collection slower than 10 s",
-    "NvidiaMemoryLeak": "20 MiB held without a process: job-exporter flag "
+    "NvidiaMemoryLeak": "256 MiB in use (driver-reserved memory excluded) without a process: job-exporter flag "
     "`--collector.gpu.memory-leak-threshold-bytes`, not a rule",
+    "NodeGpuCountChanged": "fewer GPUs than the most seen within 1 day",
+    "GpuEccCorrectedErrorsHigh": "100 corrected ECC errors within 1 h",
     "NodeGpuLowPerfState": "performance state P8 or slower while busy",
     "GpuXidFatalError": "Xid codes 48, 64, 79, 95 seen within 1 h",
     "GpuXidError": "Xid codes 63, 74, 94, 119, 120 seen within 1 h",
@@ -123,13 +125,32 @@ CHANGES = """\
   an iteration stuck past its deadline. `PaiCollectorFailing` (success 0) and `PaiCollectorSlow` cover the other
   collectors; `JobExporterHangs` keeps its expression on `collector_iteration_count_total`, which stops moving
   when a collector hangs.
-- `NvidiaMemoryLeak` fires: the collector now compares bytes with a byte threshold (the original compared a
-  percentage with 20 MiB).
+- `NvidiaMemoryLeak` means "memory held with no process for 5 minutes": the collector compares the memory in
+  use without what the driver reserves (NVML v2 memory info; v1 on drivers before R510, which keep it out of the
+  total) with 256 MiB, and gives no verdict in MIG mode or where the driver lists no processes. The original
+  compared a percentage with 20 MiB and could never fire; read literally (v1 bytes, 20 MiB) it would fire on
+  every idle data-centre GPU, whose reserved memory is hundreds of MiB.
 - `NodeGpuLowPerfState` no longer fires on idle GPUs: it needs utilisation above 0 and no `gpu_idle` reason
   (newer drivers report reasons under new names, which left the original's label empty on idle GPUs).
-- `NodeGpuCountChanged` compares `configured_gpu_count` with the GPUs that answer NVML. It stays silent when no
-  count is configured (the metric is absent) and fires when every GPU has gone (the original compared with an
-  absent series and stayed silent exactly then). MIG GPUs, which report no utilisation, are counted.
+- `NodeGpuCountChanged` fires, without any configuration, when a node has fewer GPUs answering NVML than it
+  had within the last day, or none at all on a node of the job_exporter role's GPU node groups
+  (`pai_gpu_required`); where a site sets `configured_gpu_count` it also compares with that (the original compared
+  with an absent series and stayed silent exactly when every GPU had gone). MIG GPUs, which report no
+  utilisation, are counted. While NVML itself does not answer, `GpuNvmlNotWorking` pages instead.
+- Every GPU alert names the node (`node_name`), the GPU by NVML index and UUID (what `nvidia-smi -i` takes; the
+  hints no longer pass the minor number to `-i`) and, where a job uses the GPU, the job and user (`job_name`,
+  `username`, joined from the jobs collector; a job that ends while the alert is active stays named). The fatal
+  GPU alerts (`NvidiaSmiDoubleEccError`, `NodeGpuCountChanged`, `GpuFallenOffBus`, `GpuXidFatalError`,
+  `GpuRowRemapFailure`) reach the cordon route by default.
+- Per-GPU alerts and `NodeGpuCountChanged` hold through missing data (`keep_firing_for: 10m`): an NVML hang or an
+  exporter restart no longer announces "resolved" and fires again later; a fault that has gone resolves 10 minutes
+  after it was last seen.
+- `GpuNvmlCallsHanging` counts collections NVML did not answer in time (`pai_gpu_nvml_timeouts_total`, exported
+  while the GPU series are gone): it fires during a hang and resolves 5 minutes after it (it used to fire after the
+  hang and stay for 30 minutes), now at severity error. `GpuNvmlNotWorking` pages `library_not_found` where GPUs
+  are expected (GPU node group, configured count, GPUs seen within a day) and a crashing NVML worker (`error`).
+- `GpuEccUncorrectedErrors` is gone: it repeated `NvidiaSmiDoubleEccError`, which fires at the first uncorrectable
+  error. `GpuEccCorrectedErrorsHigh` is new: a rate of corrected errors, the early sign of wearing memory.
 - `NodeOutOfDisk` is retired (below). `PaiServicePodNotRunning` ignores pods that finished (`succeeded`).
 - `NodeFilesystemUsage` watches every real block-device filesystem of the host instead of the container path
   `/host-root`; `NodeMemoryUsage` uses `MemAvailable`; `NodeCPUUsage` uses `rate` instead of `irate`.
@@ -173,7 +194,14 @@ def concern(path: Path) -> str:
 
 
 def plain(text: str) -> str:
-    """Template text made readable: ``{{ $labels.x }}`` becomes ``<x>``, ``{{ $value ... }}`` becomes ``<value>``."""
+    """Template text made readable: ``{{ $labels.x }}`` becomes ``<x>``, ``{{ $value ... }}`` becomes ``<value>``,
+    and ``{{ with $labels.x }}... {{ . }}...{{ end }}`` (a sentence only where the label is set) its sentence."""
+    text = re.sub(
+        r"\{\{\s*with\s+\$labels\.(\w+)\s*\}\}(.*?)\{\{\s*end\s*\}\}",
+        lambda m: re.sub(r"\{\{\s*\.\s*\}\}", f"<{m.group(1)}>", m.group(2)),
+        text,
+        flags=re.DOTALL,
+    )
     text = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"<\1>", text)
     text = re.sub(r"\{\{\s*\$value[^}]*\}\}", "<value>", text)
     return " ".join(text.split())

@@ -37,8 +37,12 @@ enum {
     E_RESET_REQUIRED = 16,
     E_LIB_RM_VERSION_MISMATCH = 18,
     E_NO_DATA = 21,
+    E_ARGUMENT_VERSION_MISMATCH = 25,
     E_UNKNOWN = 999,
 };
+/* Not an NVML code: a fault of this value makes the call crash the process (abort), like a driver library that
+ * segfaults. */
+#define CRASH_FAULT (-2)
 
 #define EVENT_XID 0x8ULL
 #define VALUE_NOT_AVAILABLE_ULL (~0ULL)
@@ -62,6 +66,8 @@ typedef struct {
 typedef struct { unsigned int gpu, memory; } sim_utilization_t;
 typedef struct { unsigned long long total, free, used; } sim_memory_t;
 typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } sim_memory_v2_t;
+/* nvmlMemory_v2 as NVML defines it: the structure's size with the version number in the top byte. */
+#define MEMORY_V2_VERSION ((unsigned int)(sizeof(sim_memory_v2_t) | (2u << 24)))
 typedef struct {
     unsigned int pid;
     unsigned long long usedGpuMemory;
@@ -101,7 +107,7 @@ struct gpu {
     char name[STR], uuid[STR], pci_bus_id[32];
     unsigned int minor, pci_device_id;
     unsigned int util_gpu, util_mem, temperature, power_mw, power_limit_mw, clock_sm, clock_mem, fan, pcie_replay;
-    unsigned long long mem_total, mem_used, energy_mj;
+    unsigned long long mem_total, mem_used, mem_reserved, energy_mj;
     unsigned long long ecc_vol[2], ecc_agg[2];
     unsigned int retired[2], retired_pending;
     unsigned int remap_corr, remap_unc, remap_pending, remap_failure;
@@ -186,14 +192,15 @@ static int parse_error_name(const char *v) {
         {"DRIVER_NOT_LOADED", E_DRIVER_NOT_LOADED}, {"TIMEOUT", E_TIMEOUT},
         {"FUNCTION_NOT_FOUND", E_FUNCTION_NOT_FOUND}, {"GPU_IS_LOST", E_GPU_IS_LOST},
         {"RESET_REQUIRED", E_RESET_REQUIRED}, {"LIB_RM_VERSION_MISMATCH", E_LIB_RM_VERSION_MISMATCH},
-        {"NO_DATA", E_NO_DATA}, {"UNKNOWN", E_UNKNOWN},
+        {"NO_DATA", E_NO_DATA}, {"ARGUMENT_VERSION_MISMATCH", E_ARGUMENT_VERSION_MISMATCH},
+        {"UNKNOWN", E_UNKNOWN}, {"CRASH", CRASH_FAULT},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(v, names[i].name) == 0) return names[i].code;
     char *end;
     long code = strtol(v, &end, 0);
     if (*v && *end == '\0' && code > 0) return (int)code;
-    return -1;
+    return 0;
 }
 
 static void add_fault(int gpu, const char *fn, int is_block, const char *value) {
@@ -206,7 +213,7 @@ static void add_fault(int gpu, const char *fn, int is_block, const char *value) 
         f->value = strtod(value, NULL);
     } else {
         int code = parse_error_name(value);
-        if (code < 0) { warn("unknown error name %s for %s", value, fn); return; }
+        if (code == 0) { warn("unknown error name %s for %s", value, fn); return; }
         f->value = code;
     }
     S.nfaults++;
@@ -224,7 +231,7 @@ static int set_gpu_prop(struct gpu *g, int gi, const char *prop, const char *v) 
     if (strcmp(prop, "pci_bus_id") == 0) { copy_str(g->pci_bus_id, sizeof g->pci_bus_id, v); return 1; }
     U("minor", minor) U("pci_device_id", pci_device_id)
     U("utilization.gpu", util_gpu) U("utilization.memory", util_mem)
-    ULL("memory.total", mem_total) ULL("memory.used", mem_used)
+    ULL("memory.total", mem_total) ULL("memory.used", mem_used) ULL("memory.reserved", mem_reserved)
     U("temperature", temperature) U("power", power_mw) U("power_limit", power_limit_mw) ULL("energy", energy_mj)
     U("clock.sm", clock_sm) U("clock.mem", clock_mem) U("fan", fan) U("pcie_replay", pcie_replay)
     ULL("ecc.corrected", ecc_vol[0]) ULL("ecc.uncorrected", ecc_vol[1])
@@ -351,6 +358,10 @@ static int enter(const char *fn, int gpu, int needs_init) {
     }
     if (rc == OK && needs_init && g_init_count <= 0) rc = E_UNINITIALIZED;
     if (rc == OK) rc = (int)find_fault(fn, gpu, 0);
+    if (rc == CRASH_FAULT) {
+        warn("%s: crashing as the scenario asks", fn);
+        abort();
+    }
     if (rc != OK) pthread_mutex_unlock(&g_lock);
     return rc;
 }
@@ -416,6 +427,7 @@ EXPORT const char *nvmlErrorString(int result) {
     case E_DRIVER_NOT_LOADED: return "Driver Not Loaded";
     case E_TIMEOUT: return "Timeout";
     case E_GPU_IS_LOST: return "GPU is lost";
+    case E_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
     default: return "Unknown Error (simulated NVML)";
     }
 }
@@ -510,21 +522,34 @@ DEVICE_FN(nvmlDeviceGetUtilizationRates, sim_utilization_t *u) {
     u->memory = g->util_mem;
     RETURN(OK);
 }
+/* The scenario's memory.used is what processes and contexts allocated; memory.reserved is what the driver and firmware
+ * set aside. As documented for drivers that have both calls, v1 counts the reserved memory as used, v2 reports it
+ * apart: total = reserved + used + free. A MIG device has no reserved memory of its own. */
+static void memory_of(struct gpu *g, struct mig *m, unsigned long long *total, unsigned long long *reserved,
+                      unsigned long long *used) {
+    *total = m ? m->total : g->mem_total;
+    *reserved = m ? 0 : g->mem_reserved;
+    *used = m ? m->used : g->mem_used;
+}
 DEVICE_FN(nvmlDeviceGetMemoryInfo, sim_memory_t *mem) {
     GET_GPU(1);
-    unsigned long long total = m ? m->total : g->mem_total, used = m ? m->used : g->mem_used;
+    unsigned long long total, reserved, used;
+    memory_of(g, m, &total, &reserved, &used);
     mem->total = total;
-    mem->used = used;
-    mem->free = total > used ? total - used : 0;
+    mem->used = used + reserved;
+    mem->free = total > used + reserved ? total - used - reserved : 0;
     RETURN(OK);
 }
 DEVICE_FN(nvmlDeviceGetMemoryInfo_v2, sim_memory_v2_t *mem) {
+    if (!valid_handle(dev) || !mem) return E_INVALID_ARGUMENT;
+    if (mem->version != MEMORY_V2_VERSION) return E_ARGUMENT_VERSION_MISMATCH;
     GET_GPU(1);
-    unsigned long long total = m ? m->total : g->mem_total, used = m ? m->used : g->mem_used;
+    unsigned long long total, reserved, used;
+    memory_of(g, m, &total, &reserved, &used);
     mem->total = total;
-    mem->reserved = 0;
+    mem->reserved = reserved;
     mem->used = used;
-    mem->free = total > used ? total - used : 0;
+    mem->free = total > used + reserved ? total - used - reserved : 0;
     RETURN(OK);
 }
 DEVICE_FN(nvmlDeviceGetTemperature, int sensor, unsigned int *t) {

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-NvmlStatus = Literal["ok", "library_not_found", "driver_not_loaded", "error"]
-NVML_STATUSES: tuple[NvmlStatus, ...] = ("ok", "library_not_found", "driver_not_loaded", "error")
+NvmlStatus = Literal["ok", "library_not_found", "driver_not_loaded", "error", "timeout"]
+NVML_STATUSES: tuple[NvmlStatus, ...] = ("ok", "library_not_found", "driver_not_loaded", "error", "timeout")
+"""``timeout``: NVML did not answer within the deadline (the worker was killed, or a killed one is still stuck)."""
 
 
 class ProcessReading(NamedTuple):
@@ -48,6 +49,9 @@ class DeviceReading(NamedTuple):
     utilization_gpu_percent: int | None = None
     memory_total_bytes: int | None = None
     memory_used_bytes: int | None = None
+    """Memory allocated by processes and contexts, without what the driver reserves for itself."""
+    memory_reserved_bytes: int | None = None
+    """Memory the driver and firmware reserve; ``None`` on drivers without ``nvmlDeviceGetMemoryInfo_v2``."""
     temperature_celsius: int | None = None
     power_milliwatts: int | None = None
     power_limit_milliwatts: int | None = None
@@ -70,6 +74,8 @@ class DeviceReading(NamedTuple):
     mig_mode: bool | None = None
     mig_devices: tuple[MigReading, ...] = ()
     processes: tuple[ProcessReading, ...] = ()
+    processes_listed: bool = True
+    """False when the driver would not list the GPU's processes (so an empty ``processes`` means nothing)."""
 
 
 class XidCount(NamedTuple):

@@ -10,7 +10,7 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pynvml
 
@@ -19,6 +19,30 @@ from pai_monitoring.gpu.worker_log import log
 
 PSTATE_UNKNOWN = 32
 XID_WAIT_MS = 500
+# pynvml's version tag of nvmlMemory_v2_t; absent from bindings older than the driver call.
+MEMORY_V2: int | None = getattr(pynvml, "nvmlMemory_v2", None)
+
+
+class MemoryReading(NamedTuple):
+    total: int
+    used: int
+    """Allocated by processes and contexts, without the driver's reserved memory."""
+    reserved: int | None
+
+
+def memory_v2(info: Any) -> MemoryReading:
+    """A v2 answer: in use is what is neither free nor reserved.
+
+    NVML's documents disagree on whether v2's ``used`` includes ``reserved`` (the R525 notes say it does, later ones
+    and ``nvidia-smi`` treat it apart); ``total - free - reserved`` is right under either reading.
+    """
+    total, free, reserved = int(info.total), int(info.free), int(info.reserved)
+    return MemoryReading(total, max(0, total - free - reserved), reserved)
+
+
+def memory_v1(info: Any) -> MemoryReading:
+    """A v1 answer, used only on drivers without v2 (before R510), which keep the reserved memory out of ``total``."""
+    return MemoryReading(int(info.total), int(info.used), None)
 
 
 def cuda_version_text(version: int) -> str:
@@ -120,6 +144,7 @@ class NvmlSession:
         self._minor_cache: dict[int, int] = {}
         self._uuid_cache: dict[int, str] = {}
         self._use_event_reasons = True
+        self._use_memory_v2 = MEMORY_V2 is not None
         self._xid: XidWatcher | None = None
 
     def _init(self) -> Snapshot | None:
@@ -200,6 +225,22 @@ class NvmlSession:
         value = call.optional(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
         return int(value) if value is not None else None
 
+    def _memory(self, call: CallCounter, handle: Any) -> MemoryReading | None:
+        """Memory of a GPU or MIG device; v2 (reserved memory apart) where the driver has it, else v1."""
+        if self._use_memory_v2:
+            try:
+                return memory_v2(call(pynvml.nvmlDeviceGetMemoryInfo, handle, MEMORY_V2))
+            except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_ArgumentVersionMismatch):
+                log.info("nvmlDeviceGetMemoryInfo_v2 not available; memory in use comes from v1")
+                self._use_memory_v2 = False  # a driver before R510: the same answer for every GPU
+            except pynvml.NVMLError_GpuIsLost:
+                raise
+            except pynvml.NVMLError as exc:
+                log.debug("nvmlDeviceGetMemoryInfo_v2: %s", exc)
+                return None
+        info = call.optional(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        return memory_v1(info) if info is not None else None
+
     def _read_handle(self, call: CallCounter, index: int, handle: Any) -> DeviceReading:
         opt = call.optional
         minor = opt(pynvml.nvmlDeviceGetMinorNumber, handle)
@@ -210,7 +251,7 @@ class NvmlSession:
             self._uuid_cache[index] = str(uuid)
         pci = opt(pynvml.nvmlDeviceGetPciInfo, handle)
         util = opt(pynvml.nvmlDeviceGetUtilizationRates, handle)
-        memory = opt(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = self._memory(call, handle)
         ecc_corrected = opt(
             pynvml.nvmlDeviceGetTotalEccErrors,
             handle,
@@ -232,6 +273,7 @@ class NvmlSession:
         pstate = opt(pynvml.nvmlDeviceGetPerformanceState, handle)
         mig_mode = opt(pynvml.nvmlDeviceGetMigMode, handle)
         mig_on = bool(mig_mode[0]) if mig_mode is not None else None
+        processes, listed = self._read_processes(call, handle)
         return DeviceReading(
             index=index,
             minor_number=int(minor) if minor is not None else None,
@@ -239,8 +281,9 @@ class NvmlSession:
             pci_bus_id=_text(pci.busId) if pci is not None else None,
             name=_text(opt(pynvml.nvmlDeviceGetName, handle)),
             utilization_gpu_percent=int(util.gpu) if util is not None else None,
-            memory_total_bytes=int(memory.total) if memory is not None else None,
-            memory_used_bytes=int(memory.used) if memory is not None else None,
+            memory_total_bytes=memory.total if memory is not None else None,
+            memory_used_bytes=memory.used if memory is not None else None,
+            memory_reserved_bytes=memory.reserved if memory is not None else None,
             temperature_celsius=_int(opt(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU)),
             power_milliwatts=_int(opt(pynvml.nvmlDeviceGetPowerUsage, handle)),
             power_limit_milliwatts=_int(opt(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)),
@@ -262,23 +305,28 @@ class NvmlSession:
             performance_state=int(pstate) if pstate is not None and int(pstate) != PSTATE_UNKNOWN else None,
             mig_mode=mig_on,
             mig_devices=self._read_mig(call, handle) if mig_on else (),
-            processes=self._read_processes(call, handle),
+            processes=processes,
+            processes_listed=listed,
         )
 
-    def _read_processes(self, call: CallCounter, handle: Any) -> tuple[ProcessReading, ...]:
+    def _read_processes(self, call: CallCounter, handle: Any) -> tuple[tuple[ProcessReading, ...], bool]:
+        """The GPU's processes, and whether the driver listed them at all (both lists refused: unknown)."""
         found: dict[int, ProcessReading] = {}
+        listed = False
         for fn, graphics in (
             (pynvml.nvmlDeviceGetComputeRunningProcesses, False),
             (pynvml.nvmlDeviceGetGraphicsRunningProcesses, True),
         ):
-            for proc in call.optional(fn, handle) or ():
+            procs = call.optional(fn, handle)
+            listed = listed or procs is not None
+            for proc in procs or ():
                 pid = int(proc.pid)
                 used = int(proc.usedGpuMemory) if proc.usedGpuMemory is not None else None
                 if pid in found and found[pid].used_memory_bytes is not None and used is not None:
                     used = max(used, found[pid].used_memory_bytes or 0)
                 if pid not in found or used is not None:
                     found[pid] = ProcessReading(pid=pid, used_memory_bytes=used, graphics=graphics)
-        return tuple(found[pid] for pid in sorted(found))
+        return tuple(found[pid] for pid in sorted(found)), listed
 
     def _read_mig(self, call: CallCounter, handle: Any) -> tuple[MigReading, ...]:
         opt = call.optional
@@ -289,7 +337,7 @@ class NvmlSession:
             if mig is None:
                 continue
             uuid = opt(pynvml.nvmlDeviceGetUUID, mig)
-            memory = opt(pynvml.nvmlDeviceGetMemoryInfo, mig)
+            memory = self._memory(call, mig)
             name = _text(opt(pynvml.nvmlDeviceGetName, mig))
             result.append(
                 MigReading(
@@ -297,8 +345,8 @@ class NvmlSession:
                     gpu_instance_id=_int(opt(pynvml.nvmlDeviceGetGpuInstanceId, mig)),
                     compute_instance_id=_int(opt(pynvml.nvmlDeviceGetComputeInstanceId, mig)),
                     profile=mig_profile(name) if name else "",
-                    memory_used_bytes=int(memory.used) if memory is not None else None,
-                    memory_total_bytes=int(memory.total) if memory is not None else None,
+                    memory_used_bytes=memory.used if memory is not None else None,
+                    memory_total_bytes=memory.total if memory is not None else None,
                 )
             )
         return tuple(result)

@@ -1,7 +1,9 @@
 """The ``kubernetes`` collector of ``pai-watchdog``: cluster health from the API server, as OpenPAI's watchdog did.
 
-One collection: re-read the token, check ``/readyz`` (or ``/healthz``), list all pods then all nodes page by page,
-reduce each object to a small record as it arrives, and build the families. It runs in the runtime's background
+One collection: re-read the token, check ``/readyz`` (or ``/healthz``), then read all pods and all nodes and build
+the families. By default they come from the watch cache (``cache.py``, ``informer.py``: one list, then watch
+streams keep it current between collections); with ``watch`` off, every collection lists all pods then all nodes
+page by page and reduces each object to a small record as it arrives. It runs in the runtime's background
 thread and scrapes read the last snapshot, so a slow API server never holds up ``/metrics`` (the original held one
 lock across the API calls and the scrape).
 
@@ -16,7 +18,6 @@ import contextlib
 import gc
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar
 
@@ -25,11 +26,12 @@ from prometheus_client.metrics_core import Metric
 from pai_monitoring.runtime.collector import Collector, CollectorContext, CollectorOptions
 from pai_monitoring.runtime.metrics import MetricSpec
 from pai_monitoring.watchdog import errors, metrics
+from pai_monitoring.watchdog.cache import PROBLEM_KINDS, Collection, ObjectCache, node_entry, pod_entry
 from pai_monitoring.watchdog.client import KubeApi
 from pai_monitoring.watchdog.errors import ApiFailure
-from pai_monitoring.watchdog.model import Problems, read_node, read_pod
+from pai_monitoring.watchdog.model import Problems
 from pai_monitoring.watchdog.options import KubernetesOptions
-from pai_monitoring.watchdog.report import UnhealthyReport, kv
+from pai_monitoring.watchdog.report import kv
 
 log = logging.getLogger("pai_monitoring.watchdog")
 
@@ -74,6 +76,8 @@ class KubernetesCollector(Collector[KubernetesOptions]):
         self._last_reason = errors.OK
         self.clock: Callable[[], float] = time.monotonic
         self.api = KubeApi(options, self._observe)
+        self.cache = ObjectCache(self.api, options) if options.watch else None
+        """The watch cache (``watch`` on): pods and nodes kept current by watch streams between collections."""
 
     def _observe(self, kind: str, seconds: float) -> None:
         self._latency[kind].observe(seconds)
@@ -129,41 +133,22 @@ class KubernetesCollector(Collector[KubernetesOptions]):
 
     def _collect_objects(self, deadline: float) -> tuple[Metric, ...]:
         options = self.options
-        problems = Problems()
-        report = UnhealthyReport(options.log_limit)
-        families = metrics.ObjectFamilies()
-        gpus_used: defaultdict[str, float] = defaultdict(float)
-        pods = nodes = 0
+        collection = Collection(options.log_limit)
         try:
-            for page in self.api.list_pages("pods"):
-                for raw in page:
-                    pod = read_pod(raw, options.gpu_resources, options.service_label, options.job_label, problems)
-                    if pod is None:
-                        continue
-                    pods += 1
-                    families.add_pod(pod)
-                    if pod.gpus and pod.holds_resources:
-                        gpus_used[pod.node_name] += pod.gpus
-                    report.pod(pod)
-                self._check_deadline(deadline, "pods", pods)
-            for page in self.api.list_pages("nodes"):
-                for raw in page:
-                    node = read_node(raw, options.gpu_resources, problems)
-                    if node is None:
-                        continue
-                    nodes += 1
-                    families.add_node(node, gpus_used.get(node.name, 0.0))
-                    report.node(node)
-                self._check_deadline(deadline, "nodes", nodes)
+            if self.cache is not None:
+                self.cache.read(collection, deadline, self.clock)
+            else:
+                self._list_objects(collection, deadline)
         finally:
-            self._count_problems(problems)
+            self._count_problems(collection.problems)
+        report = collection.report
         suppressed = report.suppressed()
         log.info(
             "collection %s",
             kv(
                 [
-                    ("pods", pods),
-                    ("nodes", nodes),
+                    ("pods", collection.pods),
+                    ("nodes", collection.nodes),
                     ("unhealthy_pods", report.counts["pods"]),
                     ("unhealthy_containers", report.counts["containers"]),
                     ("unhealthy_nodes", report.counts["nodes"]),
@@ -177,14 +162,27 @@ class KubernetesCollector(Collector[KubernetesOptions]):
                 "unhealthy_not_logged %s (raise --collector.kubernetes.log-limit to see them)",
                 kv(sorted(suppressed.items())),
             )
-        return families.families()
+        return collection.result()
+
+    def _list_objects(self, collection: Collection, deadline: float) -> None:
+        """Without the watch cache: list every pod, then every node, and read each page as it arrives."""
+        for page in self.api.list_pages("pods"):
+            for raw in page:
+                collection.add_pod(pod_entry(raw, self.options))
+            self._check_deadline(deadline, "pods", collection.pods)
+        for page in self.api.list_pages("nodes"):
+            for raw in page:
+                collection.add_node(node_entry(raw, self.options))
+            self._check_deadline(deadline, "nodes", collection.nodes)
 
     def _count_problems(self, problems: Problems) -> None:
-        for kind in ("parse", "unknown_pod_cond", "unknown_node_cond", "unexpected_container_state"):
+        for kind in PROBLEM_KINDS:
             count = getattr(problems, kind)
             if count:
                 self._errors[kind] += count
                 log.warning("%s %s", kind, kv([("count", count), ("first", problems.examples.get(kind, ""))]))
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         self.api.close()

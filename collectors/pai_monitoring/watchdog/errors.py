@@ -20,6 +20,8 @@ TLS_ERROR = "tls_error"
 MALFORMED = "malformed_response"
 TOO_LARGE = "response_too_large"
 CREDENTIALS = "credentials_error"
+TOO_MANY_OBJECTS = "too_many_objects"
+"""The watch cache is full (``cache-max-objects``): the cluster is larger than the watchdog was sized for."""
 UNKNOWN = "unknown"
 _HTTP_CODES = (400, 401, 403, 404, 410, 429, 500, 502, 503, 504)
 REASONS: tuple[str, ...] = (
@@ -31,6 +33,7 @@ REASONS: tuple[str, ...] = (
     MALFORMED,
     TOO_LARGE,
     CREDENTIALS,
+    TOO_MANY_OBJECTS,
     *(f"http_{code}" for code in _HTTP_CODES),
     "http_4xx",
     "http_5xx",

@@ -23,6 +23,15 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """A page of 500 pods is 2-8 MB of JSON with managed fields; decoded it takes about six times that in memory, so a
 16 MiB page costs about 100 MiB at its peak, which the unit's ``MemoryMax=256M`` holds next to the daemon itself."""
 RESPONSE_BYTES_BOUNDS = (64 * 1024, 128 * 1024 * 1024)
+DEFAULT_WATCH_TIMEOUT_SECONDS = 300.0
+"""The server ends a watch after this (``timeoutSeconds``) and the informer opens the next one where it stopped."""
+DEFAULT_WATCH_IDLE_TIMEOUT_SECONDS = 90.0
+"""API servers send a bookmark about every minute on a quiet watch; silence well past that means a dead stream."""
+DEFAULT_WATCH_MAX_EVENT_BYTES = 4 * 1024**2
+"""etcd refuses objects over 1.5 MiB, so no real event comes near this; it bounds what a broken peer makes us buffer."""
+MIN_WATCH_MAX_EVENT_BYTES = 64 * 1024
+DEFAULT_CACHE_MAX_OBJECTS = 500_000
+"""Per kind; Kubernetes' tested limit is 150,000 pods and 5,000 nodes per cluster."""
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 
@@ -101,6 +110,29 @@ class KubernetesOptions(CollectorOptions):
         default=200,
         metadata={"help": "Unhealthy pods, containers and nodes logged per kind and collection; the rest counted."},
     )
+    watch: bool = field(
+        default=True,
+        metadata={
+            "help": "List pods and nodes once, then keep a cache current with watch streams (false: list everything "
+            "every collection)."
+        },
+    )
+    watch_timeout: float = field(
+        default=DEFAULT_WATCH_TIMEOUT_SECONDS,
+        metadata={"help": "Seconds one watch request lasts (timeoutSeconds); the next one resumes where it ended."},
+    )
+    watch_idle_timeout: float = field(
+        default=DEFAULT_WATCH_IDLE_TIMEOUT_SECONDS,
+        metadata={"help": "Seconds a watch may send nothing (no event, no bookmark) before it is reopened."},
+    )
+    watch_max_event_bytes: int = field(
+        default=DEFAULT_WATCH_MAX_EVENT_BYTES,
+        metadata={"help": "Largest watch event accepted, in bytes; a larger one is refused and the cache relisted."},
+    )
+    cache_max_objects: int = field(
+        default=DEFAULT_CACHE_MAX_OBJECTS,
+        metadata={"help": "Most pods, and most nodes, the watch cache holds; beyond it collections fail."},
+    )
 
     @property
     def effective_expiry(self) -> float:
@@ -165,6 +197,23 @@ class KubernetesOptions(CollectorOptions):
             raise ConfigError("job_label", "service-label and job-label must be two different, non-empty labels")
         if self.log_limit < 0:
             raise ConfigError("log_limit", f"must be >= 0, got {self.log_limit}")
+        self._validate_watch()
+
+    def _validate_watch(self) -> None:
+        if not math.isfinite(self.watch_timeout) or not 1 <= self.watch_timeout <= 86_400:
+            raise ConfigError("watch_timeout", f"must be between 1 and 86400 seconds, got {self.watch_timeout}")
+        if not math.isfinite(self.watch_idle_timeout) or self.watch_idle_timeout <= 0:
+            raise ConfigError(
+                "watch_idle_timeout", f"must be a positive number of seconds, got {self.watch_idle_timeout}"
+            )
+        if not MIN_WATCH_MAX_EVENT_BYTES <= self.watch_max_event_bytes <= 2**30:
+            raise ConfigError(
+                "watch_max_event_bytes",
+                f"must be between {MIN_WATCH_MAX_EVENT_BYTES} (one ordinary object) and {2**30}, "
+                f"got {self.watch_max_event_bytes}",
+            )
+        if self.cache_max_objects < 1:
+            raise ConfigError("cache_max_objects", f"must be >= 1, got {self.cache_max_objects}")
 
 
 def _check_file(option: str, path: Path) -> None:

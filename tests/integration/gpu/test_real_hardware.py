@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pai_monitoring.shared_model import GPU_STATE
-from tests.integration.gpu.conftest import MakeCollector, samples, series, value
+from tests.integration.gpu.conftest import NODE, MakeCollector, samples, series, value
 
 pytestmark = pytest.mark.gpu_hardware
 
@@ -16,11 +16,18 @@ pytestmark = pytest.mark.gpu_hardware
 def test_real_gpus_are_reported_with_their_device_minor_numbers(make_collector: MakeCollector) -> None:
     collector = make_collector(timeout=30.0)
     found = samples(collector.collect())
-    assert value(found, "pai_gpu_nvml_status", status="ok") == 1
+    assert value(found, "pai_gpu_nvml_status", status="ok", **NODE) == 1
     minors = {s["minor_number"] for s in series(found, "pai_gpu_info")}
     assert minors
     for minor in minors:
         assert Path(f"/dev/nvidia{minor}").exists()
+    for gpu in series(found, "pai_gpu_memory_total_bytes"):
+        total = value(found, "pai_gpu_memory_total_bytes", **gpu)
+        used = value(found, "pai_gpu_memory_used_bytes", **gpu)
+        reserved = value(found, "pai_gpu_memory_reserved_bytes", **gpu) or 0.0
+        assert total is not None
+        assert used is not None
+        assert used + reserved <= total, gpu
     state = collector.context.shared.latest(GPU_STATE, max_age=60)
     assert state is not None
     for device in state.devices:

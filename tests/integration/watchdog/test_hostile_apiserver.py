@@ -2,7 +2,9 @@
 
 The hostile server here is a stand-in for a Kubernetes API server (or whatever answers at its address): it speaks
 just enough of the API for the watchdog's health check and lists, on 127.0.0.1, and each of its misbehaviours is
-bounded (at most :data:`OVERSIZE_BYTES` per answer, at most :data:`DRIP_SECONDS` of dripping).
+bounded (at most :data:`OVERSIZE_BYTES` per answer, at most :data:`DRIP_SECONDS` of dripping). The watchdog runs
+with ``watch`` off, so that every collection lists and meets whatever the server does now; the watch cache lists
+through the same requests, and the informer's own tests bound its watch streams.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def watchdog(hostile: _HostileServer, tmp_path: Path) -> Iterator[Exporter]:
             f"--collector.kubernetes.api-url=http://127.0.0.1:{hostile.server_address[1]}",
             f"--collector.kubernetes.token-file={token}",
             "--collector.kubernetes.interval=1",
+            "--collector.kubernetes.watch=false",
             f"--collector.kubernetes.request-timeout={REQUEST_TIMEOUT:g}",
             f"--collector.kubernetes.timeout={COLLECTION_TIMEOUT:g}",
         ],
