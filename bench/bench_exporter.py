@@ -4,7 +4,8 @@ Both run on 127.0.0.1 with their default collectors; scrapes alternate between t
 machine load. Reports p50/p99 scrape latency and memory as ratios ours / node_exporter's. Memory is compared PSS
 against PSS (proportional set size: shared library pages divided among the processes that map them), each summed
 over the process and its children, so a GPU worker process is counted; RSS is printed beside it for reference.
-The goal: our PSS at most 1.5 x node_exporter's.
+The goal: our PSS at most 1.5 x node_exporter's. PSS divides shared pages among every process that maps them, so
+other node_exporters (or Pythons) running on the machine lower the figures; the bench counts them and says so.
 
     python bench/bench_exporter.py [--scrapes 300] [--json out.json]
 """
@@ -67,6 +68,21 @@ def memory_bytes(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _executable(pid: int) -> tuple[int, int] | None:
+    """The (device, inode) of a process's executable: the same file, whatever mount namespace names it."""
+    try:
+        info = Path(f"/proc/{pid}/exe").stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def others_running(pid: int) -> int:
+    """Other processes running the same executable file as ``pid`` (they share its pages, and so its PSS)."""
+    mine = _executable(pid)
+    return sum(1 for other in psutil.pids() if other != pid and mine is not None and _executable(other) == mine)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -116,6 +132,7 @@ def main() -> int:
         ours_rss, ours_pss = memory_bytes(ours.pid)
         theirs_rss, theirs_pss = memory_bytes(theirs.pid)
         load = os.getloadavg()
+        sharing = {"ours": others_running(ours.pid), "node_exporter": others_running(theirs.pid)}
     finally:
         for proc in (ours, theirs):
             proc.terminate()
@@ -123,6 +140,7 @@ def main() -> int:
     result = {
         "scrapes": args.scrapes,
         "load_average": load,
+        "other_processes_of_the_same_executable": sharing,
         "p50_ms": {k: percentile(v, 0.5) * 1000 for k, v in lat.items()},
         "p99_ms": {k: percentile(v, 0.99) * 1000 for k, v in lat.items()},
         "mean_ms": {k: statistics.fmean(v) * 1000 for k, v in lat.items()},
@@ -148,6 +166,11 @@ def main() -> int:
         f"{theirs_rss / 2**20:.1f} MiB)"
     )
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if any(sharing.values()):
+        print(
+            f"note: {sharing['node_exporter']} other node_exporter and {sharing['ours']} other Python processes ran "
+            "the same executables and shared their pages: the PSS figures are lower than alone, the ratio skewed"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
