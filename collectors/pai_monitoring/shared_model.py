@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pai_monitoring.runtime.shared import SharedKey
+from pai_monitoring.runtime.board import SharedKey
 
 
 @dataclass(frozen=True)

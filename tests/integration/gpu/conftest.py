@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from pai_monitoring.gpu.collector import GpuCollector, GpuOptions
+from pai_monitoring.runtime.board import SharedState
 from pai_monitoring.runtime.collector import CollectorContext
-from pai_monitoring.runtime.shared import SharedState
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "gpu"
