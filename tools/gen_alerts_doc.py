@@ -51,6 +51,7 @@ TUNABLE: dict[str, str] = {
     "GpuXidUnclassified": "codes not alerted: 13, 31, 43, 45; window 1 h",
     "GpuRetiredPagesHigh": "60 retired pages",
     "GpuTemperatureHigh": "85 °C for 10 min",
+    "GpuNvlinkErrorsRising": "more than 10 NVLink errors within 1 h, for 15 min",
     "NodeFilesystemUsage": "20 % free",
     "NodeFilesystemAlmostOutOfSpace": "5 % free",
     "NodeFilesystemSpaceFillingUp": "under 40 % free and full within 24 h at the 6 h trend",
@@ -62,7 +63,12 @@ TUNABLE: dict[str, str] = {
     "NodeClockSkewDetected": "50 ms offset",
     "AzureAgentConsumeTooMuchMem": "1 GiB",
     "NodeSystemdServiceFailed": "the suite's five units",
-    "PaiJobGpuIdle": "mean GPU utilisation under 1 % for 1 h",
+    "PaiJobGpuIdle": "a GPU of the job under 1 % utilisation (the worst minute of each 10) for 2 h (`for:`)",
+    "PaiJobGpuMemoryNearlyFull": "more than 95 % of a job's GPU's memory in use for 15 min",
+    "PaiJobProcessStuck": "in D state without running for 60 s (job-exporter flag "
+    "`--collector.node_health.stuck-seconds`), then 5 min",
+    "NvidiaZombieProcess": "in D state without running for 60 s (job-exporter flag "
+    "`--collector.node_health.stuck-seconds`), then 5 min",
     "PaiJobPending": "bound but pending for 30 min",
     "PrometheusNotificationsFailing": "1 % of notifications failing",
     "AlertmanagerNotificationsFailing": "1 % of notifications failing",
@@ -153,6 +159,14 @@ CHANGES = """\
   are expected (GPU node group, configured count, GPUs seen within a day) and a crashing NVML worker (`error`).
 - `GpuEccUncorrectedErrors` is gone: it repeated `NvidiaSmiDoubleEccError`, which fires at the first uncorrectable
   error. `GpuEccCorrectedErrorsHigh` is new: a rate of corrected errors, the early sign of wearing memory.
+- `NvidiaZombieProcess` counted processes named `nvidia-smi` in D state, which this suite no longer runs. It now
+  fires for processes that stay in D state without running (`pai_processes_stuck`, the kernel's hung-task
+  condition) while they hold a GPU, or that are NVIDIA's own tools, naming the node, the GPU (index, UUID) and the
+  job. A job's own process hung elsewhere (a file system) pages as `PaiJobProcessStuck`.
+- `PaiJobsZombie` could never fire (nothing exported `zombie_container_count`). It is backed again:
+  `zombie_container_count{type="residual_job"}` is 1 for each container or Slurm job that has ended for its
+  runtime (or lost its slurmstepd) while processes remain in its cgroup; those holding a GPU page sooner as
+  `GpuUsedByZombieContainer`, which now covers Slurm jobs too.
 - `NodeOutOfDisk` is retired (below). `PaiServicePodNotRunning` ignores pods that finished (`succeeded`).
 - `NodeFilesystemUsage` watches every real block-device filesystem of the host instead of the container path
   `/host-root`; `NodeMemoryUsage` uses `MemAvailable`; `NodeCPUUsage` uses `rate` instead of `irate`.

@@ -25,12 +25,6 @@ SUITES = sorted((REPO / "rules" / "tests").glob("*.test.yml"))
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 EXTERNAL = yaml.safe_load((REPO / "rules" / "external-metrics.yml").read_text(encoding="utf-8"))
 
-# Names that an alert still uses although nothing produces them, each with the issue that removes it. An entry whose
-# name gains a producer or loses its last user fails test_known_gaps_are_still_gaps, so the list can only shrink.
-KNOWN_GAPS: dict[str, str] = {
-    "zombie_container_count": "PaiJobsZombie: backed by a real metric or retired (issue 12, the jobs collector)",
-}
-
 
 def _collector_names() -> set[str]:
     names: set[str] = set()
@@ -86,11 +80,7 @@ USED = used_names()
 
 
 def test_every_metric_used_has_a_producer() -> None:
-    orphans = {
-        name: sorted(where)
-        for name, where in USED.items()
-        if name not in COLLECTED | RECORDED | LISTED and name not in KNOWN_GAPS
-    }
+    orphans = {name: sorted(where) for name, where in USED.items() if name not in COLLECTED | RECORDED | LISTED}
     assert orphans == {}, "metrics nothing produces (add a producer, or list them in rules/external-metrics.yml)"
 
 
@@ -105,12 +95,6 @@ def test_external_names_are_not_ours() -> None:
 def test_the_external_list_is_sorted_and_unique() -> None:
     for program, names in EXTERNAL.items():
         assert names == sorted(set(names)), program
-
-
-@pytest.mark.parametrize("name", sorted(KNOWN_GAPS))
-def test_known_gaps_are_still_gaps(name: str) -> None:
-    assert name in USED, f"{name} is no longer used: remove it from KNOWN_GAPS"
-    assert name not in COLLECTED | RECORDED | LISTED, f"{name} has a producer now: remove it from KNOWN_GAPS"
 
 
 @pytest.mark.parametrize(

@@ -20,14 +20,9 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from pai_monitoring.runtime.collector import Collector, CollectorOptions
+from pai_monitoring.runtime.textformat import render_families
 
 log = logging.getLogger(__name__)
-
-
-def _render_families(families: Iterable[Metric]) -> bytes:
-    from pai_monitoring.runtime.exposition import render_families
-
-    return render_families(families)
 
 
 def next_start_after(started: float, now: float, interval: float) -> float:
@@ -42,7 +37,9 @@ def next_start_after(started: float, now: float, interval: float) -> float:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class RenderedSnapshot:
+    """A collector's families from its last successful iteration, with their text exposition."""
+
     families: tuple[Metric, ...]
     rendered: bytes
     """The families in the text exposition format, rendered once in the collector's thread."""
@@ -60,7 +57,7 @@ class RunnerStatus:
     duration_seconds: float | None
     last_success_wall: float | None
     last_error: str | None
-    snapshot: Snapshot | None
+    snapshot: RenderedSnapshot | None
     stuck_for: float | None
     """Seconds the current iteration has been running past its deadline, else ``None``."""
 
@@ -81,12 +78,12 @@ class CollectorRunner:
         self._factory = factory
         self._collector: Collector[Any] | None = None
         self._on_update = on_update
-        self._render = render or _render_families
+        self._render = render or render_families
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._iterations = 0
-        self._snapshot: Snapshot | None = None
+        self._snapshot: RenderedSnapshot | None = None
         self._last_ok = False
         self._last_duration: float | None = None
         self._last_success_wall: float | None = None
@@ -128,7 +125,7 @@ class CollectorRunner:
             self._last_ok = error is None
             self._last_error = error
             if error is None:
-                self._snapshot = Snapshot(families, rendered, end, time.time())
+                self._snapshot = RenderedSnapshot(families, rendered, end, time.time())
                 self._last_success_wall = self._snapshot.taken_wall
         if error is None and self._on_update is not None:
             self._on_update()

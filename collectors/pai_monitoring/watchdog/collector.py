@@ -90,6 +90,7 @@ class KubernetesCollector(Collector[KubernetesOptions]):
         start = self.clock()
         reason = errors.OK
         objects: tuple[Metric, ...] | None = None
+        self.api.begin_collection(DEADLINE_SHARE * self.options.timeout)
         try:
             self.api.refresh_token()
             self.api.check_health()

@@ -18,6 +18,7 @@ CONNECTION_REFUSED = "connection_refused"
 CONNECTION_ERROR = "connection_error"
 TLS_ERROR = "tls_error"
 MALFORMED = "malformed_response"
+TOO_LARGE = "response_too_large"
 CREDENTIALS = "credentials_error"
 TOO_MANY_OBJECTS = "too_many_objects"
 """The watch cache is full (``cache-max-objects``): the cluster is larger than the watchdog was sized for."""
@@ -30,6 +31,7 @@ REASONS: tuple[str, ...] = (
     CONNECTION_ERROR,
     TLS_ERROR,
     MALFORMED,
+    TOO_LARGE,
     CREDENTIALS,
     TOO_MANY_OBJECTS,
     *(f"http_{code}" for code in _HTTP_CODES),

@@ -16,8 +16,13 @@ DEFAULT_INTERVAL_SECONDS = 30.0
 """The original watchdog collected every 180 s; with alerts ``for: 10m`` that left too few samples, so 30 s."""
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+MIN_REQUEST_TIMEOUT_SECONDS = 0.1
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 10_000
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""A page of 500 pods is 2-8 MB of JSON with managed fields; decoded it takes about six times that in memory, so a
+16 MiB page costs about 100 MiB at its peak, which the unit's ``MemoryMax=256M`` holds next to the daemon itself."""
+RESPONSE_BYTES_BOUNDS = (64 * 1024, 128 * 1024 * 1024)
 DEFAULT_WATCH_TIMEOUT_SECONDS = 300.0
 """The server ends a watch after this (``timeoutSeconds``) and the informer opens the next one where it stopped."""
 DEFAULT_WATCH_IDLE_TIMEOUT_SECONDS = 90.0
@@ -43,6 +48,14 @@ class KubernetesOptions(CollectorOptions):
         default=DEFAULT_TIMEOUT_SECONDS,
         metadata={"help": "Deadline of one collection in seconds (health check plus every list page)."},
     )
+    expiry: float | None = field(
+        default=None,
+        metadata={
+            "help": "Seconds after which an old snapshot is dropped instead of served; at least interval + timeout "
+            "(default: the larger of 2 x (interval + timeout) and interval + 2 x request-timeout + 1, so that neither "
+            "a slow collection nor the error of one failing on a slow API server leaves a gap)."
+        },
+    )
     kubeconfig: Path | None = field(default=None, metadata={"help": "Kubeconfig file to use (its current context)."})
     in_cluster: bool = field(
         default=False,
@@ -63,7 +76,18 @@ class KubernetesOptions(CollectorOptions):
     )
     request_timeout: float = field(
         default=DEFAULT_REQUEST_TIMEOUT_SECONDS,
-        metadata={"help": "Seconds one API request (connect plus read) may take."},
+        metadata={
+            "help": "Wall-clock seconds one API request (connect, TLS, headers and body) may take, however slowly "
+            "the server answers; past it the collection reports error=timeout."
+        },
+    )
+    max_response_bytes: int = field(
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metadata={
+            "help": "Largest answer one API request may return, in bytes; a bigger one is dropped unread and reported "
+            "as error=response_too_large. A page of page-size objects must fit; decoded it takes about six times as "
+            "much memory."
+        },
     )
     page_size: int = field(
         default=DEFAULT_PAGE_SIZE, metadata={"help": "Objects per list request (the limit/continue page size)."}
@@ -114,6 +138,16 @@ class KubernetesOptions(CollectorOptions):
         metadata={"help": "Most pods, and most nodes, the watch cache holds; beyond it collections fail."},
     )
 
+    @property
+    def effective_expiry(self) -> float:
+        """The runtime's default (two cycles of interval + timeout: a healthy but slow collection never lets its
+        series expire), and never less than a collection failing on a slow API server takes: a health check and
+        one list request, each up to request-timeout. The last snapshot must outlive it, or
+        k8s_api_server_count{error} would vanish while the API server misbehaves."""
+        if self.expiry is not None:
+            return self.expiry
+        return max(super().effective_expiry, self.interval + 2 * self.request_timeout + 1.0)
+
     def validate(self) -> None:
         super().validate()
         sources = [
@@ -148,10 +182,18 @@ class KubernetesOptions(CollectorOptions):
             if not os.environ.get("KUBERNETES_SERVICE_HOST") or not os.environ.get("KUBERNETES_SERVICE_PORT"):
                 raise ConfigError("in_cluster", "KUBERNETES_SERVICE_HOST/PORT are not set: not running in a pod")
             _check_file("in_cluster", IN_CLUSTER_TOKEN)
-        if not math.isfinite(self.request_timeout) or self.request_timeout <= 0:
-            raise ConfigError("request_timeout", f"must be a positive number of seconds, got {self.request_timeout}")
+        if not (math.isfinite(self.request_timeout) and self.request_timeout >= MIN_REQUEST_TIMEOUT_SECONDS):
+            raise ConfigError(
+                "request_timeout",
+                f"must be at least {MIN_REQUEST_TIMEOUT_SECONDS:g} seconds, got {self.request_timeout}",
+            )
         if self.request_timeout > self.timeout:
             raise ConfigError("request_timeout", f"must not exceed the collection timeout ({self.timeout:g}s)")
+        low, high = RESPONSE_BYTES_BOUNDS
+        if not low <= self.max_response_bytes <= high:
+            raise ConfigError(
+                "max_response_bytes", f"must be between {low} and {high} bytes, got {self.max_response_bytes}"
+            )
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise ConfigError("page_size", f"must be between 1 and {MAX_PAGE_SIZE}, got {self.page_size}")
         if not self.gpu_resources:

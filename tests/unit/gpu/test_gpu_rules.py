@@ -21,8 +21,8 @@ SUITE = yaml.safe_load((RULES / "tests" / "gpu.test.yml").read_text(encoding="ut
 AM_DEFAULTS = yaml.safe_load((RULES / "alertmanager.defaults.yml").read_text(encoding="utf-8"))
 ROLE_DEFAULTS = yaml.safe_load((REPO / "roles" / "alertmanager" / "defaults" / "main.yml").read_text(encoding="utf-8"))
 
-# Owned by the jobs collector's rework (zombie_process_count has no GPU identity yet).
-NOT_PER_GPU_YET = {"NvidiaZombieProcess"}
+# Alerts that cannot name a GPU yet (none: NvidiaZombieProcess reads pai_processes_stuck, with index and UUID).
+NOT_PER_GPU_YET: set[str] = set()
 GPU_ALERTS: dict[str, dict[str, Any]] = {
     rule["alert"]: rule for group in GPU_RULES["groups"] for rule in group["rules"] if "alert" in rule
 }

@@ -9,11 +9,11 @@ from collections.abc import Iterable
 import pytest
 from prometheus_client.metrics_core import Metric
 
+from pai_monitoring.runtime.board import SharedKey, SharedState
 from pai_monitoring.runtime.collector import CollectorOptions
 from pai_monitoring.runtime.errors import ConfigError
 from pai_monitoring.runtime.metrics import MetricSpec
 from pai_monitoring.runtime.scheduler import CollectorRunner, next_start_after
-from pai_monitoring.runtime.shared import SharedKey, SharedState
 from tests.support.exporter import wait_for
 
 SPEC = MetricSpec("pai_test_value", "gauge", "test value")
