@@ -3,21 +3,27 @@
 Each size gets a fixture tree built by ``tests/fixtures/jobs/generate.py`` (cgroup v1, cgroupfs docker containers,
 each a job with its own network namespace, identity from ``/proc/<pid>/environ``). The first cycle reads every
 container's identity; later cycles reuse it, as a long-running exporter does. The figure to watch is the steady
-cycle's time per container (goal: at most 0.1 ms) and whether it stays flat as the count grows (linear growth).
-A fixture tree lives in the page cache, so this measures the collector's own work, not the kernel's.
+cycle's CPU time per container (user + system of the collecting process: what the node pays, and far less disturbed
+than wall time when other work shares the machine) and whether it stays flat as the count grows. A fixture tree
+lives in the page cache, so this measures the collector's own work, not the kernel's.
 
-Results go to stdout as a Markdown table and to ``--output`` as JSON. Nothing here asserts on time.
+``--baseline DIR`` measures another checkout's collector (for example ``git archive main | tar -x -C DIR``) on the
+same trees in the same run, each measurement in a fresh process and the two alternating, ``--rounds`` times; the
+table then shows both and their ratio (median of the rounds). Results go to stdout as a Markdown table and to
+``--output`` as JSON. Nothing here asserts on time.
 
 Usage::
 
-    python bench/bench_jobs.py [--sizes 10,100,1000] [--cycles 20] [--output .cache/bench_jobs.json]
+    python bench/bench_jobs.py [--sizes 10,100,1000] [--cycles 20] [--baseline DIR] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,12 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "collectors"))
-
-from pai_monitoring.jobs.collector import JobsCollector, JobsOptions  # noqa: E402
-from pai_monitoring.runtime.collector import CollectorContext  # noqa: E402
-from tests.fixtures.jobs.generate import build_synthetic  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,14 @@ class Result:
     steady_p90_ms: float
     per_container_ms: float
     cpu_per_container_ms: float
-    """CPU time (user + system) of the collecting process per container: what the node pays, and far less
-    disturbed than wall time when other work shares the machine."""
     series: int
 
 
-def measure(containers: int, cycles: int, workdir: Path) -> Result:
-    tree = workdir / f"tree-{containers}"
-    build_synthetic(tree, containers)
+def measure(tree: Path, containers: int, cycles: int) -> Result:
+    """Run the collector found on ``sys.path`` against ``tree`` (in this process)."""
+    from pai_monitoring.jobs.collector import JobsCollector, JobsOptions
+    from pai_monitoring.runtime.collector import CollectorContext
+
     context = CollectorContext(node_name="bench", proc_root=tree / "proc", sys_root=tree / "sys", rootfs=tree)
     options = JobsOptions(docker_socket="", containerd_socket="", containerd_state_dir="", podman_graph_root="")
     collector = JobsCollector(options, context)
@@ -74,28 +74,69 @@ def measure(containers: int, cycles: int, workdir: Path) -> Result:
     )
 
 
+def measure_in_process(source: Path, tree: Path, containers: int, cycles: int) -> Result:
+    """A fresh interpreter importing ``pai_monitoring`` from ``source`` measures ``tree``."""
+    command = [sys.executable, __file__, "--measure", str(tree), "--containers", str(containers)]
+    command += ["--cycles", str(cycles)]
+    env = {**os.environ, "PYTHONPATH": str(source / "collectors")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=1800)
+    return Result(**json.loads(done.stdout))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,100,1000", help="container counts, comma separated")
     parser.add_argument("--cycles", type=int, default=20, help="steady cycles measured per size")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose collector is measured alongside")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --baseline")
     parser.add_argument("--output", type=Path, default=REPO / ".cache" / "bench_jobs.json")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--containers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.measure is not None:  # the child of measure_in_process
+        print(json.dumps(asdict(measure(args.measure, args.containers, args.cycles))))
+        return 0
+    sys.path[:0] = [str(REPO), str(REPO / "collectors")]
+    from tests.fixtures.jobs.generate import build_synthetic
+
     sizes = [int(s) for s in args.sizes.split(",")]
+    sources = {"this": REPO, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    results: dict[str, list[Result]] = {name: [] for name in sources}
     with tempfile.TemporaryDirectory(prefix="pai-bench-jobs-") as tmp:
-        results = [measure(n, args.cycles, Path(tmp)) for n in sizes]
+        for size in sizes:
+            tree = Path(tmp) / f"tree-{size}"
+            build_synthetic(tree, size)
+            rounds: dict[str, list[Result]] = {name: [] for name in sources}
+            for _ in range(args.rounds if args.baseline else 1):
+                for name, source in sources.items():
+                    rounds[name].append(measure_in_process(source, tree, size, args.cycles))
+            for name, runs in rounds.items():
+                results[name].append(_median(runs))
     print(
-        "| containers | first cycle (ms) | steady median (ms) | steady p90 (ms) | per container (ms) "
+        "| source | containers | first cycle (ms) | steady median (ms) | steady p90 (ms) | per container (ms) "
         "| CPU per container (ms) | series |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r.containers} | {r.first_cycle_ms:.1f} | {r.steady_median_ms:.1f} | {r.steady_p90_ms:.1f} "
-            f"| {r.per_container_ms:.3f} | {r.cpu_per_container_ms:.3f} | {r.series} |"
-        )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        for r in rows:
+            print(
+                f"| {name} | {r.containers} | {r.first_cycle_ms:.1f} | {r.steady_median_ms:.1f} | "
+                f"{r.steady_p90_ms:.1f} | {r.per_container_ms:.3f} | {r.cpu_per_container_ms:.3f} | {r.series} |"
+            )
+    if args.baseline:
+        pairs = zip(sizes, results["this"], results["baseline"], strict=True)
+        ratios = ", ".join(f"{n}: {t.cpu_per_container_ms / b.cpu_per_container_ms:.2f}" for n, t, b in pairs)
+        print(f"\nCPU per container, this / baseline: {ratios}")
+    print(f"\nload average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    args.output.write_text(json.dumps({name: [asdict(r) for r in rows] for name, rows in results.items()}, indent=1))
     return 0
+
+
+def _median(runs: list[Result]) -> Result:
+    """Field by field median of repeated measurements of one size."""
+    fields = {k: statistics.median(getattr(r, k) for r in runs) for k in asdict(runs[0])}
+    return Result(**{**fields, "containers": runs[0].containers, "series": runs[0].series})
 
 
 if __name__ == "__main__":

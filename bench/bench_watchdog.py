@@ -1,25 +1,26 @@
-"""How long does one watchdog collection take on a large cluster, how much memory, and does it slow scrapes?
+"""The watchdog on a large cluster: the watch cache against listing everything every collection, side by side.
 
-For each cluster size the bench starts three processes:
+For each design (``list``: ``--collector.kubernetes.watch=false``; ``watch``: the default) the bench starts:
 
-1. the Kubernetes API stand-in (``sim/kube_apiserver``) serving a synthetic cluster of N nodes and M pods, generated
-   page by page (about 2.9 kB of JSON per pod, with env, mounts and managed fields like real pods);
-2. a watchdog harness: the real ``kubernetes`` collector inside the real runtime (``CollectorRunner`` +
-   ``ExporterServer``, as in ``pai-watchdog``), listening on a free port. It runs one collection (the warm-up, which
-   fills the snapshot), stays idle for ``--idle`` seconds, runs a second collection, then reports its peak RSS;
-3. this process, which scrapes ``/metrics`` from outside (as Prometheus would; one scrape starts every
-   ``--scrape-every`` seconds, or as soon as the previous one ends) and sorts each scrape's latency into "idle" or
-   "during a collection" by the harness's timestamps.
+1. the Kubernetes API stand-in (``sim/kube_apiserver``) serving a synthetic cluster of N nodes and M pods (about
+   2.9 kB of JSON per pod, with env, mounts and managed fields like real pods), with its control port;
+2. a harness process: the real ``kubernetes`` collector inside the runtime's ``CollectorRunner`` (collection and
+   rendering of the exposition, as in ``pai-watchdog``). It runs the first collection (for ``watch``: the initial
+   list of the informers, then the first build), then ``--cycles`` more, ``--gap`` seconds apart;
+3. in this process, after the first collection, a churn thread that changes ``--churn`` pods per second through
+   the control port (running <-> crash-looping: one ``MODIFIED`` watch event each), as a busy cluster does.
 
-Figures: the time of each collection (wall clock, the collector thread's CPU time and the stand-in's CPU time over
-the same span: on a quiet machine the wall time is about the sum of the two), peak RSS of the harness
-(``ru_maxrss``: includes the interpreter and the client library), and scrape latency (median and max) idle vs during
-a collection. Nothing here asserts on time; docs/watchdog.md quotes the figures.
+Figures: wall time and CPU time (the collector thread's; and the whole harness's, informer threads included) of
+the first collection and of the later ones; peak RSS of the harness (``ru_maxrss``: interpreter and client library
+included); and what the API server had to serve (requests and bytes, from the stand-in's counters) over the
+window of the later collections, scaled to requests per minute at the default interval of 30 s. The machine's
+load average is printed next to the figures: on a shared machine wall times are inflated, CPU times much less.
+Nothing asserts on time; docs/watchdog.md and docs/scaling.md quote the figures.
 
 Usage (from the repository root)::
 
-    python bench/bench_watchdog.py                        # 500/15,000 and 5,000/150,000
-    python bench/bench_watchdog.py --sizes 100:3000 --page-size 500
+    python bench/bench_watchdog.py                          # 5,000 nodes / 150,000 pods, both designs
+    python bench/bench_watchdog.py --nodes 500 --pods 15000 --designs watch
 """
 
 from __future__ import annotations
@@ -41,99 +42,70 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+INTERVAL_S = 30.0
+"""The collector's default interval: requests per minute are scaled to it."""
 
 
 # --- harness (child process) --------------------------------------------------------------------------------------
 
 
-def harness(api_url: str, page_size: int, idle: float) -> None:
+def harness(api_url: str, page_size: int, watch: bool, cycles: int, gap: float) -> None:
     """Runs in the child: the runtime with the kubernetes collector; prints JSON events on stdout."""
     from pai_monitoring.runtime.collector import CollectorContext
-    from pai_monitoring.runtime.config import ListenAddress
-    from pai_monitoring.runtime.exposition import RejectCounter, http_registry
-    from pai_monitoring.runtime.http import ExporterServer
     from pai_monitoring.runtime.scheduler import CollectorRunner
-    from pai_monitoring.runtime.webconfig import WebConfig
     from pai_monitoring.watchdog.collector import KubernetesCollector
     from pai_monitoring.watchdog.options import KubernetesOptions
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
 
     def event(kind: str, **data: Any) -> None:
         print(json.dumps({"event": kind, "t": time.time(), **data}), flush=True)
 
     with tempfile.NamedTemporaryFile("w", suffix=".token", delete=False) as token:
         token.write("bench")
-    # The harness starts each collection itself; a long interval keeps the runtime's expiry (2 x interval) from
-    # dropping the warm-up snapshot while the measured collection runs on a loaded machine.
+    # The harness starts each collection itself; long interval and timeout keep the runtime's expiry (2 x (interval
+    # + timeout)) from discarding the first collection (the initial list) on a loaded machine.
     options = KubernetesOptions(
-        api_url=api_url, token_file=Path(token.name), page_size=page_size, interval=600, timeout=600, request_timeout=60
-    )
+        api_url=api_url, token_file=Path(token.name), page_size=page_size, interval=600, timeout=600,
+        request_timeout=60, watch=watch,
+    )  # fmt: skip
     options.validate()
     runner = CollectorRunner("kubernetes", options, lambda: KubernetesCollector(options, CollectorContext()))
-    rejected = RejectCounter()
-    registry = http_registry("pai-watchdog", [runner], rejected)
-    server = ExporterServer(
-        ListenAddress("127.0.0.1", 0), "pai-watchdog", registry, [runner], WebConfig(), 10, rejected
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    event("listening", port=server.port, rss_mib=_rss_mib())
-    for name in ("warmup", "measured"):
-        event("cycle_start", name=name)
-        start, cpu = time.monotonic(), time.thread_time()
+    event("ready")
+    for index in range(cycles + 1):
+        if index:
+            time.sleep(gap)  # pacing, as the interval paces collections
+        start, thread_cpu, process_cpu = time.monotonic(), time.thread_time(), time.process_time()
         ok = runner.run_iteration()
-        event("cycle_end", name=name, seconds=time.monotonic() - start, cpu_seconds=time.thread_time() - cpu, ok=ok,
-              rss_mib=_rss_mib(),
-              peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # fmt: skip
-        if name == "warmup":
-            event("idle_start")
-            time.sleep(idle)
-            event("idle_end")
+        event(
+            "cycle",
+            index=index,
+            ok=ok,
+            seconds=time.monotonic() - start,
+            thread_cpu=time.thread_time() - thread_cpu,
+            process_cpu=time.process_time() - process_cpu,
+            peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
     event("done", peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    server.shutdown()
+    runner.stop()
     Path(token.name).unlink()
-
-
-def _rss_mib() -> float:
-    with Path("/proc/self/statm").open() as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # --- driver (this process) ----------------------------------------------------------------------------------------
 
 
 @dataclass
-class Scrape:
-    start: float
-    seconds: float
-    size: int
-
-
-@dataclass
 class Result:
-    nodes: int
-    pods: int
-    cycles: dict[str, float] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)
-    server_cpu: dict[str, float] = field(default_factory=dict)
+    design: str
+    first: dict[str, float] = field(default_factory=dict)
+    later: list[dict[str, float]] = field(default_factory=list)
     peak_rss_mib: float = 0.0
-    rss_after_warmup_mib: float = 0.0
-    idle: list[Scrape] = field(default_factory=list)
-    during: list[Scrape] = field(default_factory=list)
-
-
-def _start_standin(nodes: int, pods: int) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kube_apiserver", "--port", "0", "--synthetic-nodes", str(nodes),
-         "--synthetic-pods", str(pods), "--log-level", "warning"],
-        cwd=REPO / "sim", stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("listening "):
-        process.kill()
-        raise RuntimeError(f"stand-in did not start: {line!r}")
-    return process, line.split()[1]
+    window_s: float = 0.0
+    traffic: dict[str, int] = field(default_factory=dict)
+    harness_cpu_s: float = 0.0
+    standin_cpu_s: float = 0.0
+    churned: int = 0
+    failed: int = 0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -142,137 +114,172 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _scraper(port: int, stop: threading.Event, out: list[Scrape], every: float) -> None:
-    url = f"http://127.0.0.1:{port}/metrics"
-    while not stop.is_set():
-        start = time.time()
-        t0 = time.monotonic()
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                size = len(response.read())
-        except OSError:
-            time.sleep(0.05)
-            continue
-        out.append(Scrape(start, time.monotonic() - t0, size))
-        stop.wait(max(0.0, every - (time.time() - start)))
+def _control(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
 
 
-def run_size(nodes: int, pods: int, page_size: int, idle: float, scrape_every: float) -> Result:
-    standin, api_url = _start_standin(nodes, pods)
-    result = Result(nodes, pods)
+def _start_standin(nodes: int, pods: int) -> tuple[subprocess.Popen[str], str, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kube_apiserver", "--port", "0", "--control-port", "0", "--synthetic-nodes",
+         str(nodes), "--synthetic-pods", str(pods), "--log-level", "warning"],
+        cwd=REPO / "sim", stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()  # "listening http://127.0.0.1:PORT control=PORT"
+    if not line.startswith("listening "):
+        process.kill()
+        raise RuntimeError(f"stand-in did not start: {line!r}")
+    api, control = line.split()[1], line.split()[2].removeprefix("control=")
+    return process, api, f"http://127.0.0.1:{control}"
+
+
+def _churn(control: str, per_second: int, stop: threading.Event, result: Result) -> None:
+    while not stop.wait(1.0):
+        result.churned += int(_control(control, "/churn", {"pods": per_second})["changed"])
+
+
+def run_design(design: str, args: argparse.Namespace) -> Result:
+    standin, api_url, control = _start_standin(args.nodes, args.pods)
+    result = Result(design)
     env = {**os.environ, "PYTHONPATH": str(REPO / "collectors")}
     child = subprocess.Popen(
-        [sys.executable, __file__, "--harness", api_url, "--page-size", str(page_size), "--idle", str(idle)],
+        [sys.executable, __file__, "--harness", api_url, "--design", design, "--page-size", str(args.page_size),
+         "--cycles", str(args.cycles), "--gap", str(args.gap)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    scrapes: list[Scrape] = []
     stop = threading.Event()
-    windows: dict[str, list[float]] = {}
+    start_traffic: dict[str, int] = {}
+    start_cpu = (0.0, 0.0)
+    window_start = 0.0
     try:
         assert child.stdout is not None
         for line in child.stdout:
             if not line.startswith("{"):
                 continue
             ev = json.loads(line)
-            if ev["event"] == "listening":
-                threading.Thread(target=_scraper, args=(ev["port"], stop, scrapes, scrape_every), daemon=True).start()
-            elif ev["event"] == "cycle_start":
-                windows[ev["name"]] = [ev["t"]]
-                result.server_cpu[ev["name"]] = -_cpu_seconds(standin.pid)
-            elif ev["event"] == "cycle_end":
-                windows[ev["name"]].append(ev["t"])
-                result.cycles[ev["name"]] = ev["seconds"]
-                result.cpu[ev["name"]] = ev["cpu_seconds"]
-                result.server_cpu[ev["name"]] += _cpu_seconds(standin.pid)
-                if not ev["ok"]:
-                    print(f"  collection {ev['name']} failed", file=sys.stderr)
-                if ev["name"] == "warmup":
-                    result.rss_after_warmup_mib = ev["rss_mib"]
-            elif ev["event"] in ("idle_start", "idle_end"):
-                windows.setdefault("idle", []).append(ev["t"])
+            if ev["event"] == "cycle":
+                result.failed += 0 if ev["ok"] else 1
+                if ev["index"] == 0:
+                    result.first = ev
+                    start_traffic = _control(control, "/requests")
+                    start_cpu = (_cpu_seconds(child.pid), _cpu_seconds(standin.pid))
+                    window_start = time.monotonic()
+                    threading.Thread(target=_churn, args=(control, args.churn, stop, result), daemon=True).start()
+                else:
+                    result.later.append(ev)
+                if ev["index"] == args.cycles:  # the last one: close the window before the harness exits
+                    result.window_s = time.monotonic() - window_start
+                    end = _control(control, "/requests")
+                    result.traffic = {key: end[key] - start_traffic.get(key, 0) for key in end}
+                    result.harness_cpu_s = _cpu_seconds(child.pid) - start_cpu[0]
+                    result.standin_cpu_s = _cpu_seconds(standin.pid) - start_cpu[1]
+                    stop.set()
             elif ev["event"] == "done":
                 result.peak_rss_mib = ev["peak_rss_mib"]
-        child.wait(60)
+        child.wait(120)
     finally:
         stop.set()
         if child.poll() is None:
             child.kill()
         standin.terminate()
         standin.wait(30)
-    for scrape in scrapes:
-        end = scrape.start + scrape.seconds
-        idle_window, cycle = windows.get("idle", [0, 0]), windows.get("measured", [0, 0])
-        if idle_window[0] <= scrape.start and end <= idle_window[1]:
-            result.idle.append(scrape)
-        elif scrape.start < cycle[1] and end > cycle[0]:
-            result.during.append(scrape)
     return result
 
 
-def _stats(scrapes: list[Scrape]) -> str:
-    if not scrapes:
-        return "n/a"
-    values = [s.seconds for s in scrapes]
-    return f"{statistics.median(values) * 1000:.0f} / {max(values) * 1000:.0f} ms (n={len(values)})"
+def _per_minute(result: Result, key: str) -> float:
+    """What the design asks of the API server per minute when it collects every 30 s.
+
+    Listing: everything a collection requests happens once per collection. Watching: a collection sends only the
+    health check; watch (re)opens and relists happen at their own pace, measured over the window.
+    """
+    cycles = max(1, len(result.later))
+    if result.design == "list":
+        return result.traffic.get(key, 0) / cycles * (60.0 / INTERVAL_S)
+    health = result.traffic.get("other_requests", 0) / cycles * (60.0 / INTERVAL_S)
+    if key == "other_requests":
+        return health
+    return result.traffic.get(key, 0) * 60.0 / max(result.window_s, 1e-9)
+
+
+def report(results: list[Result], args: argparse.Namespace, load_start: tuple[float, ...]) -> None:
+    print(f"cluster: {args.nodes:,} nodes, {args.pods:,} pods; churn {args.churn} pods/s; page size {args.page_size}")
+    print(f"load average (1/5/15 min) at start: {' / '.join(f'{v:.1f}' for v in load_start)}, "
+          f"at end: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}; {os.cpu_count()} CPUs")  # fmt: skip
+    print()
+    print(
+        "| design | first collection: wall / collector CPU | later collections: wall median (max) "
+        "| collector CPU median | peak RSS | API requests/min at 30 s (list + watch + health) | MB/min served "
+        "| harness CPU s/min | stand-in CPU s/min |"
+    )
+    print("|---|---|---|---|---:|---|---:|---:|---:|")
+    for r in results:
+        walls = [c["seconds"] for c in r.later] or [0.0]
+        cpus = [c["thread_cpu"] for c in r.later] or [0.0]
+        per_min = {k: _per_minute(r, k) for k in ("list_requests", "watch_requests", "other_requests")}
+        megabytes = (
+            r.traffic.get("bytes_sent", 0) / max(1, len(r.later)) * (60.0 / INTERVAL_S)
+            if r.design == "list"
+            else r.traffic.get("bytes_sent", 0) * 60.0 / max(r.window_s, 1e-9)
+        ) / 1e6
+        cells = [
+            r.design,
+            f"{r.first.get('seconds', 0):.1f} s / {r.first.get('thread_cpu', 0):.1f} s",
+            f"{statistics.median(walls):.2f} s ({max(walls):.2f} s)",
+            f"{statistics.median(cpus):.2f} s",
+            f"{r.peak_rss_mib:.0f} MiB",
+            f"{sum(per_min.values()):.1f} ({per_min['list_requests']:.1f} + {per_min['watch_requests']:.1f} + "
+            f"{per_min['other_requests']:.1f})",
+            f"{megabytes:.2f}",
+            f"{r.harness_cpu_s * 60 / max(r.window_s, 1e-9):.1f}",
+            f"{r.standin_cpu_s * 60 / max(r.window_s, 1e-9):.1f}",
+        ]
+        print("| " + " | ".join(cells) + " |", flush=True)
+        if r.failed:
+            print(f"  ({r.failed} collections of {r.design} failed)")
+    print()
+    print("later collections: wall seconds per collection, in order:")
+    for r in results:
+        walls = ", ".join(f"{c['seconds']:.2f}" for c in r.later)
+        print(f"  {r.design}: {walls} (churned {r.churned} pods)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="500:15000,5000:150000", help="NODES:PODS,... (default %(default)s)")
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--pods", type=int, default=150_000)
+    parser.add_argument("--designs", default="list,watch", help="list, watch or both (default %(default)s)")
+    parser.add_argument("--cycles", type=int, default=4, help="collections after the first (default %(default)s)")
+    parser.add_argument("--gap", type=float, default=10.0, help="seconds between collections (default %(default)s)")
+    parser.add_argument("--churn", type=int, default=50, help="pods changed per second (default %(default)s)")
     parser.add_argument("--page-size", type=int, default=500)
-    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle scraping between the collections")
-    parser.add_argument(
-        "--scrape-every", type=float, default=1.0, help="seconds between scrape starts (default %(default)s)"
-    )
     parser.add_argument("--output", type=Path, default=REPO / ".cache" / "bench_watchdog.json")
     parser.add_argument("--harness", help=argparse.SUPPRESS)
+    parser.add_argument("--design", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.harness:
-        harness(args.harness, args.page_size, args.idle)
+        harness(args.harness, args.page_size, args.design == "watch", args.cycles, args.gap)
         return 0
-    results = []
-    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(
-        "| nodes | pods | collection wall (warm-up / measured) | collector thread CPU | stand-in CPU | peak RSS"
-        " | RSS after warm-up"
-        " | scrape idle (median / max) | scrape during collection (median / max) | exposition size |"
-    )
-    print("|---:|---:|---|---|---|---:|---:|---|---|---:|")
-    for size in args.sizes.split(","):
-        nodes, pods = (int(v) for v in size.split(":"))
-        r = run_size(nodes, pods, args.page_size, args.idle, args.scrape_every)
-        exposition = max((s.size for s in r.idle + r.during), default=0)
-        cells = [
-            f"{nodes:,}",
-            f"{pods:,}",
-            f"{r.cycles.get('warmup', 0):.1f} s / {r.cycles.get('measured', 0):.1f} s",
-            f"{r.cpu.get('warmup', 0):.1f} s / {r.cpu.get('measured', 0):.1f} s",
-            f"{r.server_cpu.get('warmup', 0):.1f} s / {r.server_cpu.get('measured', 0):.1f} s",
-            f"{r.peak_rss_mib:.0f} MiB",
-            f"{r.rss_after_warmup_mib:.0f} MiB",
-            _stats(r.idle),
-            _stats(r.during),
-            f"{exposition / 2**20:.1f} MiB",
-        ]
-        print("| " + " | ".join(cells) + " |", flush=True)
-        results.append(
-            {
-                "nodes": nodes,
-                "pods": pods,
-                "page_size": args.page_size,
-                "load_average": os.getloadavg()[0],
-                "cycles_seconds": r.cycles,
-                "cycles_cpu_seconds": r.cpu,
-                "standin_cpu_seconds": r.server_cpu,
-                "peak_rss_mib": r.peak_rss_mib,
-                "rss_after_warmup_mib": r.rss_after_warmup_mib,
-                "scrape_idle_seconds": [s.seconds for s in r.idle],
-                "scrape_during_seconds": [s.seconds for s in r.during],
-                "exposition_bytes": exposition,
-            }
-        )
+    load_start = os.getloadavg()
+    results = [run_design(design, args) for design in args.designs.split(",")]
+    report(results, args, load_start)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    args.output.write_text(
+        json.dumps(
+            {
+                "nodes": args.nodes,
+                "pods": args.pods,
+                "churn_per_second": args.churn,
+                "load_average_start": load_start,
+                "load_average_end": os.getloadavg(),
+                "results": [r.__dict__ for r in results],
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     return 0
 
 

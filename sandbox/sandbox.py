@@ -80,6 +80,46 @@ JOBS: dict[int, tuple[tuple[int, str, str, str, str, bool], ...]] = {
 }
 
 
+# The shipped GpuXidFatalError with a window of 30 s instead of an hour (tests/unit/test_sandbox_inventory.py
+# checks that it is the shipped expression otherwise).
+XID_FATAL_EXPR = """\
+(time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30)
+  * on (instance, minor_number) group_left (job_name, username) instance_minor_number:task_gpu_percent:jobs
+or on (instance, minor_number)
+(time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30)"""
+
+
+def alert_overrides() -> dict[str, dict[str, Any]]:
+    """``prometheus_alert_overrides`` of the sandbox: the faults the e2e tier injects fire and resolve in seconds,
+    and what a healthy sandbox cannot satisfy is off, each with the reason."""
+    short_for = {"for": "10s"}
+    # The injected faults' alerts that hold through data gaps (keep_firing_for: 10m in the shipped rules) hold for
+    # 10 s here, so that they resolve within the test's timeouts.
+    short_for_and_hold = {"for": "10s", "keep_firing_for": "10s"}
+    # Alerts that a healthy sandbox cannot satisfy, and why. Each is off in the sandbox only; everywhere else it
+    # means what it says. The guests are containers on this machine and share its kernel:
+    sandbox_cannot_satisfy: dict[str, dict[str, Any]] = {
+        # the kernel's clock state is this machine's, which does not synchronise its clock;
+        "NodeClockNotSynchronising": {"enabled": False},
+        # node_vmstat_oom_kill counts OOM kills of the whole machine, so every guest reports any OOM kill of
+        # any other work on it;
+        "NodeOomKillDetected": {"enabled": False},
+        # /proc/stat is the machine's, and the other work on it (builds, tests of other worktrees) keeps its
+        # CPUs busy for minutes at a time.
+        "NodeCPUUsage": {"enabled": False},
+    }
+    return {
+        **sandbox_cannot_satisfy,
+        "JobExporterNotUp": short_for,
+        "NvidiaSmiDoubleEccError": short_for_and_hold,
+        "GpuUsedByExternalProcess": short_for_and_hold,
+        "NodeNotReady": short_for_and_hold,
+        "NodeFilesystemAlmostOutOfSpace": short_for_and_hold,
+        # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
+        "GpuXidFatalError": {"for": "0s", "keep_firing_for": "10s", "expr": XID_FATAL_EXPR},
+    }
+
+
 def log(message: str) -> None:
     print(f"[sandbox {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -427,7 +467,6 @@ class Sandbox:
             for g in self.guests
             if g.role == "gpu"
         }
-        short_for = {"for": "10s"}
         group_vars: dict[str, Any] = {
             # ssh as to any host; the guest's sshd is started per connection through `podman exec` (setup.sh).
             "ansible_connection": "ssh",
@@ -447,18 +486,7 @@ class Sandbox:
             "prometheus_storage_retention_time": "2d",
             "prometheus_remote_write": [{"url": "http://127.0.0.1:8428/api/v1/write"}],
             "prometheus_external_labels": {"sandbox": self.name},
-            "prometheus_alert_overrides": {
-                "JobExporterNotUp": short_for,
-                "NvidiaSmiDoubleEccError": short_for,
-                "GpuUsedByExternalProcess": short_for,
-                "NodeNotReady": short_for,
-                "NodeFilesystemAlmostOutOfSpace": short_for,
-                # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
-                "GpuXidFatalError": {
-                    "for": "0s",
-                    "expr": 'time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30',
-                },
-            },
+            "prometheus_alert_overrides": alert_overrides(),
             "alertmanager_private_users": False,
             "alertmanager_group_wait": "1s",
             "alertmanager_group_interval": "5s",
@@ -537,38 +565,44 @@ class Sandbox:
         xids: Sequence[tuple[int, int]] = (),
         external_gpu: int | None = None,
     ) -> str:
-        """The simulated NVML scenario of a GPU node: GPUs, the jobs' processes on them, and injected faults."""
+        """The simulated NVML scenario of a GPU node: GPUs, the jobs' processes on them, and injected faults.
+
+        Without faults the GPUs are healthy: a GPU holds exactly the memory of the processes on it (the driver's
+        reserve apart, as on a real A100), busy GPUs run in P0, GPUs without a job are idle in P8 with no memory in
+        use. ``external_gpu`` puts the stray process (a real process outside any job) on that GPU, with its memory.
+        """
+        reserved = 569 << 20  # what the driver of an A100 80GB keeps for itself
+        held: dict[int, list[tuple[int, int]]] = {gpu: [] for gpu in range(GPUS_PER_NODE)}
+        for job in JOBS.get(guest.index, JOBS[0]):
+            job_id, gpus = job[0], job[4]
+            pid = self.main_pid(guest, f"pai-sandbox-job-{job_id}.service")
+            for gpu in (int(g) for g in gpus.split(",")):
+                held[gpu].append((pid, 4 * GIB))
+        if external_gpu is not None:
+            held[external_gpu].append((self.main_pid(guest, "pai-sandbox-stray.service"), GIB))
         lines = [
             f"# Written by sandbox/sandbox.py for {guest.name}; a stand-in for {GPUS_PER_NODE} GPUs.",
             f"gpu_count = {GPUS_PER_NODE}",
             "driver_version = 550.54.15",
         ]
         for gpu in range(GPUS_PER_NODE):
-            busy = 35 + 15 * gpu + 7 * guest.index
+            processes = held[gpu]
+            busy = (35 + 15 * gpu + 7 * guest.index) % 100 if processes else 0
             lines += [
                 f"gpu.{gpu}.name = NVIDIA A100-SXM4-80GB (simulated)",
                 f"gpu.{gpu}.memory.total = {80 * GIB}",
-                f"gpu.{gpu}.memory.used = {(10 + 12 * gpu) * GIB}",
-                f"gpu.{gpu}.utilization.gpu = {busy % 100}",
-                f"gpu.{gpu}.utilization.memory = {(busy // 2) % 100}",
-                f"gpu.{gpu}.temperature = {45 + 3 * gpu}",
-                f"gpu.{gpu}.power = {(120 + 40 * gpu) * 1000}",
+                f"gpu.{gpu}.memory.reserved = {reserved}",
+                f"gpu.{gpu}.memory.used = {sum(memory for _, memory in processes)}",
+                f"gpu.{gpu}.utilization.gpu = {busy}",
+                f"gpu.{gpu}.utilization.memory = {busy // 2}",
+                f"gpu.{gpu}.temperature = {45 + 3 * gpu if processes else 34}",
+                f"gpu.{gpu}.power = {(120 + 40 * gpu if processes else 60) * 1000}",
                 f"gpu.{gpu}.power_limit = 400000",
-                f"gpu.{gpu}.pstate = 0",
+                f"gpu.{gpu}.pstate = {0 if processes else 8}",
+                f"gpu.{gpu}.clocks_event_reasons = {0 if processes else 0x1}",
                 f"gpu.{gpu}.ecc.uncorrected = {(ecc_double or {}).get(gpu, 0)}",
             ]
-        slots: dict[int, int] = {}
-        for job in JOBS.get(guest.index, JOBS[0]):
-            job_id, gpus = job[0], job[4]
-            pid = self.main_pid(guest, f"pai-sandbox-job-{job_id}.service")
-            for gpu in (int(g) for g in gpus.split(",")):
-                slot = slots.get(gpu, 0)
-                slots[gpu] = slot + 1
-                lines.append(f"gpu.{gpu}.process.{slot} = {pid} {4 * GIB} compute")
-        if external_gpu is not None:
-            pid = self.main_pid(guest, "pai-sandbox-stray.service")
-            slot = slots.get(external_gpu, 0)
-            lines.append(f"gpu.{external_gpu}.process.{slot} = {pid} {GIB} compute")
+            lines += [f"gpu.{gpu}.process.{n} = {pid} {memory} compute" for n, (pid, memory) in enumerate(processes)]
         for sequence, (gpu, code) in enumerate(xids, start=1):
             lines.append(f"xid.{sequence} = {gpu} {code}")
         return "\n".join(lines) + "\n"

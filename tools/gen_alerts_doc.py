@@ -38,15 +38,20 @@ CHECK_MARK = "First check:"
 # prometheus_alert_overrides (see the section in the generated page).
 TUNABLE: dict[str, str] = {
     "NvidiaSmiLatencyTooLarge": "gpu collection slower than 10 s",
+    "PaiTextfileStale": "textfile not rewritten for 5 min",
+    "PaiJobContainerRestarting": "3 restarts within 15 min",
     "PaiCollectorSlow": "collection slower than 10 s",
-    "NvidiaMemoryLeak": "20 MiB held without a process: job-exporter flag "
+    "NvidiaMemoryLeak": "256 MiB in use (driver-reserved memory excluded) without a process: job-exporter flag "
     "`--collector.gpu.memory-leak-threshold-bytes`, not a rule",
+    "NodeGpuCountChanged": "fewer GPUs than the most seen within 1 day",
+    "GpuEccCorrectedErrorsHigh": "100 corrected ECC errors within 1 h",
     "NodeGpuLowPerfState": "performance state P8 or slower while busy",
     "GpuXidFatalError": "Xid codes 48, 64, 79, 95 seen within 1 h",
     "GpuXidError": "Xid codes 63, 74, 94, 119, 120 seen within 1 h",
     "GpuXidUnclassified": "codes not alerted: 13, 31, 43, 45; window 1 h",
     "GpuRetiredPagesHigh": "60 retired pages",
     "GpuTemperatureHigh": "85 °C for 10 min",
+    "GpuNvlinkErrorsRising": "more than 10 NVLink errors within 1 h, for 15 min",
     "NodeFilesystemUsage": "20 % free",
     "NodeFilesystemAlmostOutOfSpace": "5 % free",
     "NodeFilesystemSpaceFillingUp": "under 40 % free and full within 24 h at the 6 h trend",
@@ -58,7 +63,12 @@ TUNABLE: dict[str, str] = {
     "NodeClockSkewDetected": "50 ms offset",
     "AzureAgentConsumeTooMuchMem": "1 GiB",
     "NodeSystemdServiceFailed": "the suite's five units",
-    "PaiJobGpuIdle": "mean GPU utilisation under 1 % for 1 h",
+    "PaiJobGpuIdle": "a GPU of the job under 1 % utilisation (the worst minute of each 10) for 2 h (`for:`)",
+    "PaiJobGpuMemoryNearlyFull": "more than 95 % of a job's GPU's memory in use for 15 min",
+    "PaiJobProcessStuck": "in D state without running for 60 s (job-exporter flag "
+    "`--collector.node_health.stuck-seconds`), then 5 min",
+    "NvidiaZombieProcess": "in D state without running for 60 s (job-exporter flag "
+    "`--collector.node_health.stuck-seconds`), then 5 min",
     "PaiJobPending": "bound but pending for 30 min",
     "PrometheusNotificationsFailing": "1 % of notifications failing",
     "AlertmanagerNotificationsFailing": "1 % of notifications failing",
@@ -94,9 +104,9 @@ OVERRIDES = """\
 ## Tuning without editing the shipped files
 
 The prometheus role rewrites a shipped alert at deploy time from `prometheus_alert_overrides`, keyed by alert
-name. Each entry may set `expr`, `for`, `severity`, `labels`, `annotations` (merged into the shipped ones) or
-`enabled: false`; `promtool check rules` validates the result before it reaches Prometheus. Own rule files are
-added with `prometheus_extra_rule_files`.
+name. Each entry may set `expr`, `for`, `keep_firing_for`, `severity`, `labels`, `annotations` (merged into the
+shipped ones) or `enabled: false`; `promtool check rules` validates the result before it reaches Prometheus. Own
+rule files are added with `prometheus_extra_rule_files`.
 
 ```yaml
 prometheus_alert_overrides:
@@ -123,17 +133,90 @@ CHANGES = """\
   an iteration stuck past its deadline. `PaiCollectorFailing` (success 0) and `PaiCollectorSlow` cover the other
   collectors; `JobExporterHangs` keeps its expression on `collector_iteration_count_total`, which stops moving
   when a collector hangs.
-- `NvidiaMemoryLeak` fires: the collector now compares bytes with a byte threshold (the original compared a
-  percentage with 20 MiB).
+- `NvidiaMemoryLeak` means "memory held with no process for 5 minutes": the collector compares the memory in
+  use without what the driver reserves (NVML v2 memory info; v1 on drivers before R510, which keep it out of the
+  total) with 256 MiB, and gives no verdict in MIG mode or where the driver lists no processes. The original
+  compared a percentage with 20 MiB and could never fire; read literally (v1 bytes, 20 MiB) it would fire on
+  every idle data-centre GPU, whose reserved memory is hundreds of MiB.
 - `NodeGpuLowPerfState` no longer fires on idle GPUs: it needs utilisation above 0 and no `gpu_idle` reason
   (newer drivers report reasons under new names, which left the original's label empty on idle GPUs).
-- `NodeGpuCountChanged` compares `configured_gpu_count` with the GPUs that answer NVML. It stays silent when no
-  count is configured (the metric is absent) and fires when every GPU has gone (the original compared with an
-  absent series and stayed silent exactly then). MIG GPUs, which report no utilisation, are counted.
+- `NodeGpuCountChanged` fires, without any configuration, when a node has fewer GPUs answering NVML than it
+  had within the last day, or none at all on a node of the job_exporter role's GPU node groups
+  (`pai_gpu_required`); where a site sets `configured_gpu_count` it also compares with that (the original compared
+  with an absent series and stayed silent exactly when every GPU had gone). MIG GPUs, which report no
+  utilisation, are counted. While NVML itself does not answer, `GpuNvmlNotWorking` pages instead.
+- Every GPU alert names the node (`node_name`), the GPU by NVML index and UUID (what `nvidia-smi -i` takes; the
+  hints no longer pass the minor number to `-i`) and, where a job uses the GPU, the job and user (`job_name`,
+  `username`, joined from the jobs collector; a job that ends while the alert is active stays named). The fatal
+  GPU alerts (`NvidiaSmiDoubleEccError`, `NodeGpuCountChanged`, `GpuFallenOffBus`, `GpuXidFatalError`,
+  `GpuRowRemapFailure`) reach the cordon route by default.
+- Per-GPU alerts and `NodeGpuCountChanged` hold through missing data (`keep_firing_for: 10m`): an NVML hang or an
+  exporter restart no longer announces "resolved" and fires again later; a fault that has gone resolves 10 minutes
+  after it was last seen.
+- `GpuNvmlCallsHanging` counts collections NVML did not answer in time (`pai_gpu_nvml_timeouts_total`, exported
+  while the GPU series are gone): it fires during a hang and resolves 5 minutes after it (it used to fire after the
+  hang and stay for 30 minutes), now at severity error. `GpuNvmlNotWorking` pages `library_not_found` where GPUs
+  are expected (GPU node group, configured count, GPUs seen within a day) and a crashing NVML worker (`error`).
+- `GpuEccUncorrectedErrors` is gone: it repeated `NvidiaSmiDoubleEccError`, which fires at the first uncorrectable
+  error. `GpuEccCorrectedErrorsHigh` is new: a rate of corrected errors, the early sign of wearing memory.
+- `NvidiaZombieProcess` counted processes named `nvidia-smi` in D state, which this suite no longer runs. It now
+  fires for processes that stay in D state without running (`pai_processes_stuck`, the kernel's hung-task
+  condition) while they hold a GPU, or that are NVIDIA's own tools, naming the node, the GPU (index, UUID) and the
+  job. A job's own process hung elsewhere (a file system) pages as `PaiJobProcessStuck`.
+- `PaiJobsZombie` could never fire (nothing exported `zombie_container_count`). It is backed again:
+  `zombie_container_count{type="residual_job"}` is 1 for each container or Slurm job that has ended for its
+  runtime (or lost its slurmstepd) while processes remain in its cgroup; those holding a GPU page sooner as
+  `GpuUsedByZombieContainer`, which now covers Slurm jobs too.
 - `NodeOutOfDisk` is retired (below). `PaiServicePodNotRunning` ignores pods that finished (`succeeded`).
 - `NodeFilesystemUsage` watches every real block-device filesystem of the host instead of the container path
   `/host-root`; `NodeMemoryUsage` uses `MemAvailable`; `NodeCPUUsage` uses `rate` instead of `irate`.
+- `k8sApiServerNotOk` is one alert per API server: the reason is no longer one of its labels (a reason that
+  changed, `http_500` then `connection_refused`, restarted its `for:`); the description reads the current reason.
+  `k8s_api_server_count`'s `host_ip` now holds the server's host, as its name says, and the URL moved to `url`.
 - Every alert has a description with a first check; the original had only a summary.
+"""
+
+MEANING = """\
+## Alerts whose meaning changed in issue 12 ("alert truth")
+
+- **Missing data no longer resolves an alert.** Every alert of `node.rules.yml` and `kubernetes.rules.yml` has
+  `keep_firing_for: 10m`: once firing, it holds through a gap in its data (node_exporter, the job-exporter or the
+  watchdog restarting, stopped or unreachable) instead of announcing a recovery nobody saw; `NodeExporterNotUp`,
+  `JobExporterNotUp` and `WatchdogNotUp` page for the gap itself after 5 minutes. The price: a real recovery is
+  reported up to 10 minutes late. The watchdog also keeps serving the last nodes and pods it read while the API
+  server fails (`pai_watchdog_objects_timestamp_seconds` says when it read them, by list or from its watch cache),
+  so `NodeNotReady` and its peers stay firing during an API outage instead of resolving after two intervals.
+- **A healthy but slow collector no longer blinks.** A collection that overruns its interval is followed at once,
+  a snapshot expires after 2 x (interval + timeout) by default, and an `expiry` shorter than interval + timeout is
+  rejected at start: every `for:` alert on the watchdog's series (`NodeNotReady`, `PaiServicePodNotRunning`, ...)
+  now fires on a cluster whose collection takes longer than its interval.
+- `k8sApiServerNotOk`: one alert per API server whatever the reason (above).
+- `PrometheusNotConnectedToAlertmanagers` also fires when every alert Prometheus sends fails. With a static
+  alerting configuration the number of "discovered" Alertmanagers is the number configured, so the old expression
+  could not fire when the only Alertmanager was down.
+- `AlertmanagerNotUp` and `PrometheusNotConnectedToAlertmanagers` are routed with a `group_wait` of 10 minutes.
+  Through the only Alertmanager they cannot arrive while they are true; when it comes back, Prometheus hands it
+  the firing state it held, and that stale news resolved a few seconds after it was delivered. Now it resolves
+  before anything is sent; with several Alertmanagers a real outage of one still arrives through the others.
+- New: `PrometheusAlertsNotDelivered` tells people after the fact that alerts could not be delivered (sends failed
+  within the hour and work again), so an outage of the only Alertmanager is heard of once it can be; not when
+  another Alertmanager (of an HA cluster) took every alert of that hour. With two or more monitoring hosts the
+  other members of the Alertmanager cluster deliver `AlertmanagerNotUp` (above), and
+  `PaiMonitoringHeartbeat` (group `monitoring-ha`) lets a dead man's switch outside the site notice that the whole
+  tier is gone.
+- New: `PaiTextfileStale`. node_exporter serves a textfile until it is removed, however old; the exporters
+  rewrite theirs at least once per collector interval, so node_exporter's `node_textfile_mtime_seconds` ages only
+  when the writer has stopped. We chose this over removing the file when the exporter stops: an exporter that is
+  killed, crashes or hangs cannot remove anything, and a removed file would say nothing at all, while an old file
+  pages. The values in a stale file are frozen, and the alert says not to trust alerts on them.
+- New: failures of users' jobs, from the watchdog's view of job pods, each naming the job (`job_name`) and its
+  owner (`username`, from the pod label `userName`, option `--collector.kubernetes.user-label`):
+  `PaiJobContainerRestarting`, `PaiJobContainerOOMKilled`, `PaiJobContainerFailed`, `PaiJobPodEvicted`
+  (`component="jobs"`). To tell the owners, route `component="jobs"` to a receiver that looks the user up, with
+  `alertmanager_extra_routes` and `alertmanager_extra_receivers`.
+- node_exporter (its role) no longer reports the files a container runtime bind-mounts (`/etc/hostname`,
+  `/etc/hosts`, `/etc/resolv.conf`) as filesystems: they belong to another filesystem and paged as
+  `NodeFilesystemSpaceFillingUp` for the disk they live on.
 """
 
 
@@ -173,7 +256,16 @@ def concern(path: Path) -> str:
 
 
 def plain(text: str) -> str:
-    """Template text made readable: ``{{ $labels.x }}`` becomes ``<x>``, ``{{ $value ... }}`` becomes ``<value>``."""
+    """Template text made readable: ``{{ $labels.x }}`` becomes ``<x>``, ``{{ $value ... }}`` becomes ``<value>``,
+    ``{{ range ... }}{{ .Labels.x }}{{ end }}`` becomes ``<current x>``, and ``{{ with $labels.x }}... {{ . }}...
+    {{ end }}`` (a sentence only where the label is set) its sentence."""
+    text = re.sub(r"\{\{\s*range\b.*?\}\}\{\{\s*\.Labels\.(\w+)\s*\}\}\{\{\s*end\s*\}\}", r"<current \1>", text)
+    text = re.sub(
+        r"\{\{\s*with\s+\$labels\.(\w+)\s*\}\}(.*?)\{\{\s*end\s*\}\}",
+        lambda m: re.sub(r"\{\{\s*\.\s*\}\}", f"<{m.group(1)}>", m.group(2)),
+        text,
+        flags=re.DOTALL,
+    )
     text = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"<\1>", text)
     text = re.sub(r"\{\{\s*\$value[^}]*\}\}", "<value>", text)
     return " ".join(text.split())
@@ -195,7 +287,8 @@ def alerts_of(path: Path) -> list[Alert]:
                 Alert(
                     name=str(rule["alert"]),
                     severity=str(rule["labels"]["severity"]),
-                    duration=str(rule.get("for", "0s")),
+                    duration=str(rule.get("for", "0s"))
+                    + (f", holds {rule['keep_firing_for']}" if rule.get("keep_firing_for") else ""),
                     meaning=meaning.strip(),
                     first_check=first.strip()[:1].upper() + first.strip()[1:],
                 )
@@ -224,7 +317,11 @@ def alert_tables(files: Iterable[Path]) -> list[str]:
         sections.append("")
     total = sum(counts.values())
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts.get(s))
-    lines += [f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name.", ""]
+    lines += [
+        f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name; \"holds\" is the alert's"
+        " `keep_firing_for`, how long it stays firing once its condition is gone or its data missing.",
+        "",
+    ]
     return lines + sections
 
 
@@ -317,6 +414,7 @@ def render(rules_dir: Path = RULES, defaults: Path = AM_DEFAULTS) -> str:
         OVERRIDES,
         *recording_table(recording_files(rules_dir)),
         CHANGES,
+        MEANING,
         *retired_section(),
         *defaults_table(defaults),
     ]

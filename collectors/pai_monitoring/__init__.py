@@ -1,8 +1,5 @@
 """pai-monitoring: the job-exporter and watchdog collectors of a GPU cluster's monitoring suite."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pai-monitoring")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"
+"""The one place the version is written: pyproject.toml reads it from here (``tool.setuptools.dynamic``). Asking
+``importlib.metadata`` instead cost every daemon about 1 MiB of memory at start."""

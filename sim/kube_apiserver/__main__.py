@@ -11,8 +11,8 @@ from pathlib import Path
 from types import FrameType
 
 from kube_apiserver.control import ControlServer, ScenarioWatcher
-from kube_apiserver.server import KubeApiStandIn
-from kube_apiserver.state import ClusterState
+from kube_apiserver.server import DEFAULT_BOOKMARK_INTERVAL, KubeApiStandIn
+from kube_apiserver.state import DEFAULT_HISTORY, ClusterState
 from kube_apiserver.synthetic import SyntheticCluster
 
 
@@ -26,6 +26,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
     parser.add_argument("--synthetic-nodes", type=int, default=0, help="add this many generated nodes")
     parser.add_argument("--synthetic-pods", type=int, default=0, help="add this many generated pods")
+    parser.add_argument(
+        "--bookmark-interval", type=float, default=DEFAULT_BOOKMARK_INTERVAL, help="seconds between watch bookmarks"
+    )
+    parser.add_argument(
+        "--watch-history", type=int, default=DEFAULT_HISTORY, help="watch events kept; older versions get 410 Gone"
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser.parse_args(argv)
 
@@ -33,19 +39,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    state = ClusterState()
+    state = ClusterState(history=args.watch_history)
     watcher: ScenarioWatcher | None = None
     if args.scenario is not None:
         watcher = ScenarioWatcher(args.scenario, state)
         watcher.load()
     if args.synthetic_nodes or args.synthetic_pods:
         state.set_synthetic(SyntheticCluster(nodes=args.synthetic_nodes, pods=args.synthetic_pods))
-    server = KubeApiStandIn(state, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    server = KubeApiStandIn(
+        state,
+        host=args.host,
+        port=args.port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        bookmark_interval=args.bookmark_interval,
+    )
     if state.fault.mode != "down":
         server.start()
     control: ControlServer | None = None
     if args.control_port is not None:
-        control = ControlServer((args.host, args.control_port), state)
+        control = ControlServer((args.host, args.control_port), state, server)
         threading.Thread(target=control.serve_forever, name="control", daemon=True).start()
     if watcher is not None:
         watcher.start()

@@ -3,9 +3,19 @@
 The control endpoint listens on its own port, so it still answers while the API port plays ``down``:
 
 - ``GET /scenario``: the current state as JSON;
+- ``GET /requests``: what the API port has served so far: list, watch and other requests, bytes;
 - ``PUT /scenario``: replace everything with a scenario document (YAML or JSON body);
 - ``PUT /fault``: set the fault, e.g. ``{"mode": "error", "code": 500, "paths": ["/api/v1/pods"]}``;
-- ``PATCH /nodes/NAME``: change one node, e.g. ``{"ready": false}`` or ``{"conditions": {"DiskPressure": true}}``.
+- ``PATCH /nodes/NAME``: change one node, e.g. ``{"ready": false}`` or ``{"conditions": {"DiskPressure": true}}``;
+- ``PUT /nodes/NAME``, ``PUT /pods/NAMESPACE/NAME``: add or replace one object, from a short description as in a
+  scenario file (``{"ip": "10.0.0.9", "gpus": 8}``, ``{"labels": {"jobName": "j"}, "node": "n1"}``) or a full
+  object (a body with ``metadata``);
+- ``DELETE /nodes/NAME``, ``DELETE /pods/NAMESPACE/NAME``: delete one object;
+- ``POST /compact``: drop the watch history (as etcd compaction does): watches resumed from before get ``410``;
+- ``POST /watches/drop``: cut every open watch connection (clients see a broken stream and reconnect);
+- ``POST /churn``: change synthetic pods, e.g. ``{"pods": 100}``, one ``MODIFIED`` event each.
+
+Each change of an object is a watch event, so the watchdog's informer sees it without listing again.
 """
 
 from __future__ import annotations
@@ -15,11 +25,15 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kube_apiserver.objects import build_node, build_pod
 from kube_apiserver.state import ClusterState, Fault
+
+if TYPE_CHECKING:
+    from kube_apiserver.server import KubeApiStandIn
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +67,61 @@ class _ControlHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/scenario":
             self._reply(200, self.server.state.describe())
+        elif self.path.rstrip("/") == "/requests":
+            self._reply(200, self.server.state.traffic())
         else:
             self._reply(404, {"error": "not found"})
 
     def do_PUT(self) -> None:
+        parts = self.path.strip("/").split("/")
         try:
             body = self._body()
-            if self.path.rstrip("/") == "/scenario":
+            if parts == ["scenario"]:
                 self.server.state.load_scenario(body)
-            elif self.path.rstrip("/") == "/fault":
+            elif parts == ["fault"]:
                 self.server.state.set_fault(Fault.from_mapping(body))
+            elif len(parts) == 2 and parts[0] == "nodes":
+                obj = body if "metadata" in body else build_node({**body, "name": parts[1]})
+                self._reply(200, {"event": self.server.state.upsert("nodes", obj)})
+                return
+            elif len(parts) == 3 and parts[0] == "pods":
+                obj = body if "metadata" in body else build_pod({**body, "namespace": parts[1], "name": parts[2]})
+                self._reply(200, {"event": self.server.state.upsert("pods", obj)})
+                return
             else:
                 self._reply(404, {"error": "not found"})
                 return
-        except (ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
             self._reply(400, {"error": str(exc)})
             return
         self._reply(200, {"ok": True})
+
+    def do_DELETE(self) -> None:
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "nodes":
+            found = self.server.state.delete("nodes", parts[1])
+        elif len(parts) == 3 and parts[0] == "pods":
+            found = self.server.state.delete("pods", f"{parts[1]}/{parts[2]}")
+        else:
+            self._reply(404, {"error": "not found"})
+            return
+        self._reply(200 if found else 404, {"ok": found})
+
+    def do_POST(self) -> None:
+        path = self.path.rstrip("/")
+        try:
+            body = self._body()
+            if path == "/compact":
+                self._reply(200, {"resource_version": self.server.state.compact()})
+            elif path == "/churn":
+                self._reply(200, {"changed": self.server.state.churn_synthetic(int(body.get("pods", 0)))})
+            elif path == "/watches/drop" and self.server.api is not None:
+                self.server.api.drop_watches()
+                self._reply(200, {"ok": True})
+            else:
+                self._reply(404, {"error": "not found"})
+        except (ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
+            self._reply(400, {"error": str(exc)})
 
     def do_PATCH(self) -> None:
         parts = self.path.strip("/").split("/")
@@ -88,8 +140,10 @@ class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: ClusterState) -> None:
+    def __init__(self, address: tuple[str, int], state: ClusterState, api: KubeApiStandIn | None = None) -> None:
         self.state = state
+        self.api = api
+        """The API server, for the hooks that act on its connections (``/watches/drop``)."""
         super().__init__(address, _ControlHandler)
 
 

@@ -6,7 +6,13 @@ client talks to this instead. It serves the paths the watchdog uses (``/api/v1/p
 ``limit`` and ``continue`` the way the API server does (opaque continue tokens, ``410 Expired`` when a token's
 resource version is gone), answers errors with ``Status`` objects, checks bearer tokens, and plays faults
 (port closed, slow answers, HTTP errors, malformed JSON, reset connections) that can be switched while it runs.
-It does not implement watches, writes, selectors or authorisation rules.
+
+Watches (``?watch=1``) stream ``ADDED``/``MODIFIED``/``DELETED`` events as JSON lines over chunked transfer
+encoding, from the ``resourceVersion`` asked for (or the current objects as ``ADDED`` first when none is given),
+send ``BOOKMARK`` events every ``bookmark_interval`` seconds when ``allowWatchBookmarks`` is set, end after
+``timeoutSeconds``, and answer a version older than the kept history with an ``ERROR`` event carrying a
+``410 Expired`` Status, as the real API server's watch cache does. It does not implement writes, selectors or
+authorisation rules.
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from kube_apiserver.objects import dumps, status_object
-from kube_apiserver.state import ClusterState
+from kube_apiserver.state import ClusterState, Watcher
 
 log = logging.getLogger(__name__)
 
 GIT_VERSION = "v1.30.0-standin"
+DEFAULT_BOOKMARK_INTERVAL = 60.0
+"""Seconds between bookmarks on a quiet watch (the real API server sends one about every minute)."""
+DEFAULT_WATCH_TIMEOUT = 1800.0
+"""How long a watch without ``timeoutSeconds`` runs (the real server picks 30-60 minutes)."""
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -74,6 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.server.state.count_bytes(len(body))
 
     def _status(self, code: int, message: str, reason: str | None = None) -> None:
         body = dumps(status_object(code, reason or _REASONS.get(code, "Unknown"), message)).encode()
@@ -135,9 +147,77 @@ class _Handler(BaseHTTPRequestHandler):
                 self._status(404, "the server could not find the requested resource")
                 return
         if query.get("watch") in ("true", "1"):
-            self._status(405, "watch is not implemented by the stand-in", "MethodNotAllowed")
+            if name is not None:
+                self._status(405, "the stand-in watches collections, not single objects", "MethodNotAllowed")
+                return
+            self._watch(kind, namespace, query)
             return
         self._list(kind, namespace, name, query)
+
+    # --- watch ---------------------------------------------------------------------------------------------------
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.server.state.count_bytes(len(data))
+
+    def _event(self, kind_type: str, obj: dict[str, Any]) -> None:
+        self._chunk((dumps({"type": kind_type, "object": obj}) + "\n").encode())
+
+    def _watch(self, kind: str, namespace: str | None, query: dict[str, str]) -> None:
+        """Stream events until ``timeoutSeconds``, the watch falls out of the history, or the server drops it."""
+        server, state = self.server, self.server.state
+        try:
+            since = int(query.get("resourceVersion") or 0)
+            timeout = float(query.get("timeoutSeconds") or server.watch_timeout)
+        except ValueError as exc:
+            self._status(400, f"invalid watch parameter: {exc}")
+            return
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        generation = server.watch_generation
+        # from a version: subscribed before the answer starts, so no event falls between the two
+        watcher = state.watch(kind, namespace, since) if since else None
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.close_connection = True
+            end = time.monotonic() + timeout
+            if watcher is None:  # no version: the current objects first, as ADDED events (the server's "state" start)
+                watcher = state.watch(kind, namespace, self._send_current(kind, namespace))
+            self._stream(watcher, end, bookmarks, generation)
+        except OSError:  # the client went away, or the server cut the connection
+            return
+        finally:
+            if watcher is not None:
+                state.unwatch(watcher)
+
+    def _stream(self, watcher: Watcher, end: float, bookmarks: bool, generation: int) -> None:
+        server, state = self.server, self.server.state
+        next_bookmark = time.monotonic() + server.bookmark_interval
+        while not server.stopping.is_set() and server.watch_generation == generation:
+            if watcher.expired:
+                message = f"too old resource version: {watcher.resource_version} ({state.resource_version})"
+                self._event("ERROR", status_object(410, "Expired", message))
+                break
+            now = time.monotonic()
+            if now >= end or watcher.overflowed:
+                break
+            if bookmarks and now >= next_bookmark:
+                self._event("BOOKMARK", _bookmark(watcher.kind, watcher.resource_version))
+                next_bookmark = now + server.bookmark_interval
+            wake = min(end, next_bookmark if bookmarks else end, now + 0.25)  # 0.25 s: notice drops and stops
+            events = state.next_events(watcher, wake - now)
+            if events:
+                self._chunk("".join(event.line + "\n" for event in events).encode())
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _send_current(self, kind: str, namespace: str | None) -> int:
+        page = self.server.state.page(kind, namespace, 0, None)
+        for start in range(0, len(page.items), 500):
+            lines = "".join('{"type":"ADDED","object":' + item + "}\n" for item in page.items[start : start + 500])
+            self._chunk(lines.encode())
+        return page.resource_version
 
     def _list(self, kind: str, namespace: str | None, name: str | None, query: dict[str, str]) -> None:
         state = self.server.state
@@ -177,10 +257,21 @@ class _ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: ClusterState, continue_window: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: ClusterState,
+        continue_window: int,
+        bookmark_interval: float,
+        watch_timeout: float,
+    ) -> None:
         self.state = state
         self.stopping = threading.Event()
         self.continue_window = continue_window
+        self.bookmark_interval = bookmark_interval
+        self.watch_timeout = watch_timeout
+        self.watch_generation = 0
+        """Raised by :meth:`KubeApiStandIn.drop_watches`: every watch of an older generation ends."""
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -220,6 +311,8 @@ class KubeApiStandIn:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         continue_window: int = 1_000_000,
+        bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
+        watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
     ) -> None:
         self.state = state or ClusterState()
         self.host = host
@@ -229,6 +322,8 @@ class KubeApiStandIn:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.load_cert_chain(tls_cert, tls_key)
         self._continue_window = continue_window
+        self.bookmark_interval = bookmark_interval
+        self.watch_timeout = watch_timeout
         self._server: _ApiServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -247,7 +342,9 @@ class KubeApiStandIn:
         with self._lock:
             if self._server is not None:
                 return self
-            server = _ApiServer((self.host, self.port), self.state, self._continue_window)
+            server = _ApiServer(
+                (self.host, self.port), self.state, self._continue_window, self.bookmark_interval, self.watch_timeout
+            )
             if self._tls is not None:
                 server.socket = self._tls.wrap_socket(server.socket, server_side=True)
             self.port = server.server_address[1]
@@ -271,6 +368,14 @@ class KubeApiStandIn:
         if thread is not None:
             thread.join(5)
 
+    def drop_watches(self) -> None:
+        """End every open watch without its closing chunk, as a broken connection would (clients reconnect)."""
+        with self._lock:
+            server = self._server
+        if server is not None:
+            server.watch_generation += 1
+            server.drop_connections()
+
     def _on_state_change(self, state: ClusterState) -> None:
         if state.fault.mode == "down":
             self.stop()
@@ -283,3 +388,12 @@ class KubeApiStandIn:
     def __exit__(self, *exc: object) -> None:
         self.state.listeners.remove(self._on_state_change)
         self.stop()
+
+
+def _bookmark(kind: str, resource_version: int) -> dict[str, Any]:
+    """A bookmark carries only the kind and the resource version the watch has reached."""
+    return {
+        "kind": "Pod" if kind == "pods" else "Node",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": str(resource_version)},
+    }

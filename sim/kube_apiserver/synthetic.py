@@ -13,7 +13,7 @@ from kubernetes import client
 
 from kube_apiserver.objects import CREATED, build_node, build_pod, dumps, to_json
 
-_FIELDS = ("name", "node", "host_ip", "job", "app", "uid")
+_FIELDS = ("name", "node", "host_ip", "job", "app", "uid", "rv")
 
 
 def _template(obj: dict[str, Any]) -> str:
@@ -49,6 +49,7 @@ def _pod_template(spec: dict[str, Any]) -> str:
         client.V1Toleration(key="node.kubernetes.io/unreachable", operator="Exists", effect="NoExecute"),
     ]
     meta.uid = "@@uid@@"
+    meta.resource_version = "@@rv@@"
     meta.annotations = {"pai.example/job-config": "@@job@@:" + "x" * 200}
     meta.owner_references = [
         client.V1OwnerReference(
@@ -165,7 +166,8 @@ class SyntheticCluster:
     def pod_namespace(self, index: int) -> str:
         return "pai" if self.pod_kind(index) == "service" else "default"
 
-    def pod_json(self, index: int) -> str:
+    def pod_json(self, index: int, kind: str | None = None, resource_version: int = 1) -> str:
+        """Pod ``index`` as JSON; ``kind`` (default: its own) and ``resource_version`` for a pod changed since."""
         node = index % self.nodes if self.nodes else 0
         values = {
             "name": f"{self.name_prefix}-pod-{index:06d}",
@@ -174,5 +176,6 @@ class SyntheticCluster:
             "job": f"job-{index // 4:06d}",
             "app": f"service-{index % 20}",
             "uid": f"{index:08x}-0000-4000-8000-000000000000",
+            "rv": str(resource_version),
         }
-        return self._templates[self.pod_kind(index)] % values
+        return self._templates[kind or self.pod_kind(index)] % values

@@ -1,6 +1,6 @@
 """Collectors that misbehave on purpose, to test the runtime's isolation with real processes.
 
-They are registered only by ``run_exporter.py``; the shipped daemons never see them.
+They are registered only by ``run_exporter.py``; the shipped daemons never see them, and they start disabled.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ FAT = MetricSpec("pai_test_fat", "gauge", "Many series (test collector).", ("ind
 
 class SteadyCollector(Collector[CollectorOptions]):
     name: ClassVar[str] = "steady"
+    default_enabled: ClassVar[bool] = False
     description: ClassVar[str] = "test: always succeeds"
     metrics: ClassVar[tuple[MetricSpec, ...]] = (STEADY,)
 
@@ -43,6 +44,7 @@ class HangingCollector(Collector[HangOptions]):
     """Succeeds ``hang_after`` times, then blocks forever inside ``collect()``, like a hung driver call."""
 
     name: ClassVar[str] = "hang"
+    default_enabled: ClassVar[bool] = False
     description: ClassVar[str] = "test: hangs forever"
     options_class: ClassVar[type[CollectorOptions]] = HangOptions
     metrics: ClassVar[tuple[MetricSpec, ...]] = (HANG,)
@@ -64,6 +66,7 @@ class HangingCollector(Collector[HangOptions]):
 
 class RaisingCollector(Collector[CollectorOptions]):
     name: ClassVar[str] = "boom"
+    default_enabled: ClassVar[bool] = False
     description: ClassVar[str] = "test: always raises"
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
 
@@ -81,6 +84,7 @@ class FatCollector(Collector[FatOptions]):
     """A large exposition: a client that stops reading it holds its server thread (and request slot) in write."""
 
     name: ClassVar[str] = "fat"
+    default_enabled: ClassVar[bool] = False
     description: ClassVar[str] = "test: a large exposition"
     options_class: ClassVar[type[CollectorOptions]] = FatOptions
     metrics: ClassVar[tuple[MetricSpec, ...]] = (FAT,)

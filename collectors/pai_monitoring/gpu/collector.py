@@ -1,19 +1,28 @@
-"""The ``gpu`` collector: NVML snapshots from a supervised worker turned into metrics and a shared ``GpuState``."""
+"""The ``gpu`` collector: NVML snapshots from a supervised worker turned into metrics and a shared ``GpuState``.
+
+A collection in which NVML fails (missing library or driver, an error, a call that hangs past the deadline) is not
+a failed collection: it reports the failure as ``pai_gpu_nvml_status`` with the collector's health families
+(worker restarts, timeouts, last success), so that these stay exported, and the alerts on them can fire, while no
+GPU can be read. Only an unexpected error of the collector itself fails the iteration.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from prometheus_client.metrics_core import Metric
 
-from pai_monitoring.gpu.metrics import ALL_SPECS, BuildInput, build_families, memory_used_percent, status_families
+from pai_monitoring.gpu.families import BuildInput, Health, gpu_families, health_families, memory_used_percent
+from pai_monitoring.gpu.metrics import ALL_SPECS
 from pai_monitoring.gpu.model import DeviceReading, NvmlStatus, Snapshot
-from pai_monitoring.gpu.supervisor import WorkerSupervisor
+from pai_monitoring.gpu.profiling_families import ratio
+from pai_monitoring.gpu.supervisor import WorkerFailed, WorkerSupervisor
 from pai_monitoring.gpu.xid import XidLedger
 from pai_monitoring.runtime.collector import Collector, CollectorContext, CollectorOptions
 from pai_monitoring.runtime.errors import ConfigError
@@ -22,7 +31,9 @@ from pai_monitoring.shared_model import GPU_STATE, GpuDevice, GpuProcess, GpuSta
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MEMORY_LEAK_THRESHOLD_BYTES = 20 * 1024 * 1024
+# Idle data-centre GPUs show no memory in use once the driver's reserved memory is left out (nvidia-smi "0MiB" on an
+# idle A100 or H100), while a CUDA context left behind holds a few hundred MiB: 256 MiB lies between the two.
+DEFAULT_MEMORY_LEAK_THRESHOLD_BYTES = 256 * 1024 * 1024
 DEFAULT_LIBRARY_RETRY_ITERATIONS = 10
 ABSENT_STATUSES: frozenset[NvmlStatus] = frozenset({"library_not_found", "driver_not_loaded"})
 MIN_WORKER_DEADLINE_SECONDS = 0.1
@@ -34,8 +45,15 @@ class GpuOptions(CollectorOptions):
     memory_leak_threshold_bytes: int = field(
         default=DEFAULT_MEMORY_LEAK_THRESHOLD_BYTES,
         metadata={
-            "help": "GPU memory in use (bytes) above which a GPU that no process holds counts as leaking "
-            "(nvidiasmi_memory_leak_count)."
+            "help": "GPU memory in use (bytes, driver-reserved memory excluded) above which a GPU that no process "
+            "holds counts as leaking (nvidiasmi_memory_leak_count)."
+        },
+    )
+    required: bool = field(
+        default=False,
+        metadata={
+            "help": "This node must have GPUs (pai_gpu_required 1): a missing NVML library, driver or GPU pages. "
+            "The job_exporter role sets it on the hosts of its GPU node groups."
         },
     )
     configured_count: int | None = field(
@@ -77,6 +95,12 @@ def worker_deadline(timeout: float) -> float:
     return max(MIN_WORKER_DEADLINE_SECONDS, min(timeout - DEADLINE_MARGIN_SECONDS, timeout * 0.9))
 
 
+def sm_active_ratio(device: DeviceReading) -> float | None:
+    """The whole GPU's SM activity from GPM, 0-1, where it has one."""
+    values = dict(device.gpm.values) if device.gpm is not None else {}
+    return ratio(values["sm"]) if "sm" in values else None
+
+
 def gpu_state(snapshot: Snapshot) -> GpuState:
     """What the jobs collector needs: devices by index, minor number and UUID, and processes by GPU."""
     devices: list[GpuDevice] = []
@@ -98,9 +122,15 @@ def gpu_state(snapshot: Snapshot) -> GpuState:
                 memory_total_bytes=d.memory_total_bytes,
                 mig_device_uuids=tuple(m.uuid for m in d.mig_devices),
                 lost=d.lost,
+                sm_active_ratio=sm_active_ratio(d),
+                power_watts=d.power_milliwatts / 1000 if d.power_milliwatts is not None else None,
+                energy_joules=d.energy_millijoules / 1000 if d.energy_millijoules is not None else None,
             )
         )
-        processes.extend(GpuProcess(p.pid, minor, p.used_memory_bytes) for p in d.processes)
+        processes.extend(
+            GpuProcess(p.pid, minor, p.used_memory_bytes, p.sm_utilization_percent, p.memory_utilization_percent)
+            for p in d.processes
+        )
     return GpuState(devices=tuple(devices), processes=tuple(processes))
 
 
@@ -111,17 +141,23 @@ class GpuCollector(Collector[GpuOptions]):
     metrics: ClassVar[tuple[MetricSpec, ...]] = ALL_SPECS
 
     def __init__(
-        self, options: GpuOptions, context: CollectorContext, supervisor: WorkerSupervisor | None = None
+        self,
+        options: GpuOptions,
+        context: CollectorContext,
+        supervisor: WorkerSupervisor | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(options, context)
         self.supervisor = supervisor if supervisor is not None else WorkerSupervisor()
+        self._clock = clock
         self._xids = XidLedger()
-        self._minor_by_index: dict[int, int] = {}
+        self._identity_by_index: dict[int, tuple[int, str]] = {}
         self._iteration = 0
         self._absent: Snapshot | None = None
         self._absent_since_iteration = 0
         self._reported_status: tuple[NvmlStatus, str] | None = None
         self._config_problem_logged = False
+        self._last_success: float | None = None
         self.last_snapshot: Snapshot | None = None
 
     def _configured_count(self) -> int | None:
@@ -161,7 +197,10 @@ class GpuCollector(Collector[GpuOptions]):
             waited = self._iteration - self._absent_since_iteration
             if waited < self.options.library_retry_iterations:
                 return self._absent
-        snapshot = self.supervisor.request(worker_deadline(self.options.timeout))
+        try:
+            snapshot = self.supervisor.request(worker_deadline(self.options.timeout))
+        except WorkerFailed as exc:
+            return Snapshot(status="timeout" if exc.hung else "error", detail=str(exc))
         if snapshot.status in ABSENT_STATUSES:
             self._absent = snapshot
             self._absent_since_iteration = self._iteration
@@ -169,39 +208,46 @@ class GpuCollector(Collector[GpuOptions]):
             self._absent = None
         return snapshot
 
-    def _fill_lost_minors(self, snapshot: Snapshot) -> Snapshot:
+    def _fill_lost_identity(self, snapshot: Snapshot) -> Snapshot:
+        """A lost GPU answers nothing: name it by the minor number and UUID it had (a new worker does not know them)."""
         devices: list[DeviceReading] = []
         for d in snapshot.devices:
-            if d.minor_number is not None:
-                self._minor_by_index[d.index] = d.minor_number
-            elif d.lost and d.index in self._minor_by_index:
-                d = DeviceReading(index=d.index, lost=True, minor_number=self._minor_by_index[d.index], uuid=d.uuid)
+            if d.minor_number is not None and d.uuid is not None:
+                self._identity_by_index[d.index] = (d.minor_number, d.uuid)
+            elif d.lost and d.index in self._identity_by_index:
+                minor, uuid = self._identity_by_index[d.index]
+                d = DeviceReading(index=d.index, lost=True, minor_number=minor, uuid=d.uuid or uuid)
             devices.append(d)
         return snapshot._replace(devices=tuple(devices))
+
+    def _health(self, status: NvmlStatus) -> Health:
+        return Health(
+            node_name=self.context.node_name,
+            status=status,
+            required=self.options.required,
+            configured_gpu_count=self._configured_count(),
+            worker_restarts=self.supervisor.restarts,
+            nvml_timeouts=self.supervisor.timeouts,
+            last_success=self._last_success,
+        )
 
     def collect(self) -> Iterable[Metric]:
         self._iteration += 1
         snapshot = self._fetch()
         self._report_status(snapshot)
         self.last_snapshot = snapshot
-        configured = self._configured_count()
         if snapshot.status != "ok":
-            return list(status_families(snapshot.status, configured))
-        snapshot = self._fill_lost_minors(snapshot)
+            return list(health_families(self._health(snapshot.status)))
+        self._last_success = self._clock()
+        snapshot = self._fill_lost_identity(snapshot)
         self._xids.update(self.supervisor.generation, snapshot.xids)
         self.context.shared.publish(GPU_STATE, gpu_state(snapshot))
         extra = BuildInput(
             node_name=self.context.node_name,
             memory_leak_threshold_bytes=self.options.memory_leak_threshold_bytes,
-            configured_gpu_count=configured,
             xids=tuple(self._xids.totals()),
-            worker_restarts=self.supervisor.restarts,
         )
-        return list(self._families(snapshot, extra))
-
-    @staticmethod
-    def _families(snapshot: Snapshot, extra: BuildInput) -> Iterator[Metric]:
-        yield from build_families(snapshot, extra)
+        return [*health_families(self._health("ok")), *gpu_families(snapshot, extra)]
 
     def close(self) -> None:
         self.supervisor.close()

@@ -9,16 +9,43 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pynvml
 
+from pai_monitoring.gpu.calls import CallCounter
+from pai_monitoring.gpu.fields import FieldReader
+from pai_monitoring.gpu.gpm import GpmSampler
 from pai_monitoring.gpu.model import DeviceReading, MigReading, ProcessReading, Snapshot, XidCount
+from pai_monitoring.gpu.process_util import ProcessUtilReader, Utilization
 from pai_monitoring.gpu.worker_log import log
 
 PSTATE_UNKNOWN = 32
 XID_WAIT_MS = 500
+# pynvml's version tag of nvmlMemory_v2_t; absent from bindings older than the driver call.
+MEMORY_V2: int | None = getattr(pynvml, "nvmlMemory_v2", None)
+
+
+class MemoryReading(NamedTuple):
+    total: int
+    used: int
+    """Allocated by processes and contexts, without the driver's reserved memory."""
+    reserved: int | None
+
+
+def memory_v2(info: Any) -> MemoryReading:
+    """A v2 answer: in use is what is neither free nor reserved.
+
+    NVML's documents disagree on whether v2's ``used`` includes ``reserved`` (the R525 notes say it does, later ones
+    and ``nvidia-smi`` treat it apart); ``total - free - reserved`` is right under either reading.
+    """
+    total, free, reserved = int(info.total), int(info.free), int(info.reserved)
+    return MemoryReading(total, max(0, total - free - reserved), reserved)
+
+
+def memory_v1(info: Any) -> MemoryReading:
+    """A v1 answer, used only on drivers without v2 (before R510), which keep the reserved memory out of ``total``."""
+    return MemoryReading(int(info.total), int(info.used), None)
 
 
 def cuda_version_text(version: int) -> str:
@@ -32,35 +59,22 @@ def mig_profile(name: str) -> str:
     return profile.strip() if sep else name
 
 
+def with_utilization(
+    processes: tuple[ProcessReading, ...], utilization: dict[int, Utilization] | None
+) -> tuple[ProcessReading, ...]:
+    """The processes with their utilisation; a listed process without samples since the last collection ran 0 %."""
+    if utilization is None:
+        return processes
+    idle = Utilization(0.0, 0.0)
+    return tuple(
+        p._replace(sm_utilization_percent=u.sm_percent, memory_utilization_percent=u.memory_percent)
+        for p, u in ((p, utilization.get(p.pid, idle)) for p in processes)
+    )
+
+
 def handle_key(handle: Any) -> int:
     """A device handle's address, to recognise the device an event came from."""
     return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
-
-
-class CallCounter:
-    """Makes NVML calls, counting them and the time spent inside the library."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.seconds = 0.0
-
-    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self.calls += 1
-        start = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def optional(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """The call's result, or ``None`` where the GPU does not support it. A lost GPU still raises."""
-        try:
-            return self(fn, *args)
-        except pynvml.NVMLError_GpuIsLost:
-            raise
-        except pynvml.NVMLError as exc:
-            log.debug("%s: %s", getattr(fn, "__name__", fn), exc)
-            return None
 
 
 class XidWatcher:
@@ -120,7 +134,11 @@ class NvmlSession:
         self._minor_cache: dict[int, int] = {}
         self._uuid_cache: dict[int, str] = {}
         self._use_event_reasons = True
+        self._use_memory_v2 = MEMORY_V2 is not None
         self._xid: XidWatcher | None = None
+        self._gpm = GpmSampler()
+        self._fields = FieldReader()
+        self._process_util = ProcessUtilReader()
 
     def _init(self) -> Snapshot | None:
         """Initialise NVML; a snapshot describing the failure when it cannot be."""
@@ -163,6 +181,7 @@ class NvmlSession:
             return Snapshot(status="error", detail=f"nvmlDeviceGetCount: {exc}")
         handles: dict[int, Any] = {}
         devices = tuple(self._read_device(counter, index, handles) for index in range(count))
+        self._gpm.end_cycle()
         if self._xid is None:
             self._start_xid_watcher(handles, devices)
         return Snapshot(
@@ -181,6 +200,7 @@ class NvmlSession:
             handles[index] = handle
             return self._read_handle(call, index, handle)
         except pynvml.NVMLError_GpuIsLost:
+            self._gpm.forget_device(index)
             return DeviceReading(
                 index=index, lost=True, minor_number=self._minor_cache.get(index), uuid=self._uuid_cache.get(index)
             )
@@ -200,6 +220,22 @@ class NvmlSession:
         value = call.optional(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
         return int(value) if value is not None else None
 
+    def _memory(self, call: CallCounter, handle: Any) -> MemoryReading | None:
+        """Memory of a GPU or MIG device; v2 (reserved memory apart) where the driver has it, else v1."""
+        if self._use_memory_v2:
+            try:
+                return memory_v2(call(pynvml.nvmlDeviceGetMemoryInfo, handle, MEMORY_V2))
+            except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_ArgumentVersionMismatch):
+                log.info("nvmlDeviceGetMemoryInfo_v2 not available; memory in use comes from v1")
+                self._use_memory_v2 = False  # a driver before R510: the same answer for every GPU
+            except pynvml.NVMLError_GpuIsLost:
+                raise
+            except pynvml.NVMLError as exc:
+                log.debug("nvmlDeviceGetMemoryInfo_v2: %s", exc)
+                return None
+        info = call.optional(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        return memory_v1(info) if info is not None else None
+
     def _read_handle(self, call: CallCounter, index: int, handle: Any) -> DeviceReading:
         opt = call.optional
         minor = opt(pynvml.nvmlDeviceGetMinorNumber, handle)
@@ -210,7 +246,7 @@ class NvmlSession:
             self._uuid_cache[index] = str(uuid)
         pci = opt(pynvml.nvmlDeviceGetPciInfo, handle)
         util = opt(pynvml.nvmlDeviceGetUtilizationRates, handle)
-        memory = opt(pynvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = self._memory(call, handle)
         ecc_corrected = opt(
             pynvml.nvmlDeviceGetTotalEccErrors,
             handle,
@@ -232,6 +268,13 @@ class NvmlSession:
         pstate = opt(pynvml.nvmlDeviceGetPerformanceState, handle)
         mig_mode = opt(pynvml.nvmlDeviceGetMigMode, handle)
         mig_on = bool(mig_mode[0]) if mig_mode is not None else None
+        processes, listed = self._read_processes(call, handle)
+        if listed and not mig_on:
+            processes = with_utilization(processes, self._process_util.read(call, index, handle))
+        migs = self._read_mig(call, handle) if mig_on else ()
+        instances = (m.gpu_instance_id for m in migs if m.gpu_instance_id is not None)
+        gpm, instance_gpm = self._gpm.read(call, index, handle, mig_on, instances)
+        fields = self._fields.read(call, index, str(uuid) if uuid is not None else None, handle)
         return DeviceReading(
             index=index,
             minor_number=int(minor) if minor is not None else None,
@@ -239,8 +282,9 @@ class NvmlSession:
             pci_bus_id=_text(pci.busId) if pci is not None else None,
             name=_text(opt(pynvml.nvmlDeviceGetName, handle)),
             utilization_gpu_percent=int(util.gpu) if util is not None else None,
-            memory_total_bytes=int(memory.total) if memory is not None else None,
-            memory_used_bytes=int(memory.used) if memory is not None else None,
+            memory_total_bytes=memory.total if memory is not None else None,
+            memory_used_bytes=memory.used if memory is not None else None,
+            memory_reserved_bytes=memory.reserved if memory is not None else None,
             temperature_celsius=_int(opt(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU)),
             power_milliwatts=_int(opt(pynvml.nvmlDeviceGetPowerUsage, handle)),
             power_limit_milliwatts=_int(opt(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)),
@@ -261,24 +305,38 @@ class NvmlSession:
             clock_event_reasons=self._clock_event_reasons(call, handle),
             performance_state=int(pstate) if pstate is not None and int(pstate) != PSTATE_UNKNOWN else None,
             mig_mode=mig_on,
-            mig_devices=self._read_mig(call, handle) if mig_on else (),
-            processes=self._read_processes(call, handle),
+            mig_devices=migs,
+            processes=processes,
+            processes_listed=listed,
+            gpm=gpm,
+            instance_gpm=instance_gpm,
+            nvlinks=fields.nvlinks,
+            nvlink_errors=fields.nvlink_errors,
+            nvlink_tx_kib=fields.nvlink_tx_kib,
+            nvlink_rx_kib=fields.nvlink_rx_kib,
+            pcie_errors=fields.pcie_errors,
+            pcie_tx_bytes=fields.pcie_tx_bytes,
+            pcie_rx_bytes=fields.pcie_rx_bytes,
         )
 
-    def _read_processes(self, call: CallCounter, handle: Any) -> tuple[ProcessReading, ...]:
+    def _read_processes(self, call: CallCounter, handle: Any) -> tuple[tuple[ProcessReading, ...], bool]:
+        """The GPU's processes, and whether the driver listed them at all (both lists refused: unknown)."""
         found: dict[int, ProcessReading] = {}
+        listed = False
         for fn, graphics in (
             (pynvml.nvmlDeviceGetComputeRunningProcesses, False),
             (pynvml.nvmlDeviceGetGraphicsRunningProcesses, True),
         ):
-            for proc in call.optional(fn, handle) or ():
+            procs = call.optional(fn, handle)
+            listed = listed or procs is not None
+            for proc in procs or ():
                 pid = int(proc.pid)
                 used = int(proc.usedGpuMemory) if proc.usedGpuMemory is not None else None
                 if pid in found and found[pid].used_memory_bytes is not None and used is not None:
                     used = max(used, found[pid].used_memory_bytes or 0)
                 if pid not in found or used is not None:
                     found[pid] = ProcessReading(pid=pid, used_memory_bytes=used, graphics=graphics)
-        return tuple(found[pid] for pid in sorted(found))
+        return tuple(found[pid] for pid in sorted(found)), listed
 
     def _read_mig(self, call: CallCounter, handle: Any) -> tuple[MigReading, ...]:
         opt = call.optional
@@ -289,7 +347,7 @@ class NvmlSession:
             if mig is None:
                 continue
             uuid = opt(pynvml.nvmlDeviceGetUUID, mig)
-            memory = opt(pynvml.nvmlDeviceGetMemoryInfo, mig)
+            memory = self._memory(call, mig)
             name = _text(opt(pynvml.nvmlDeviceGetName, mig))
             result.append(
                 MigReading(
@@ -297,8 +355,8 @@ class NvmlSession:
                     gpu_instance_id=_int(opt(pynvml.nvmlDeviceGetGpuInstanceId, mig)),
                     compute_instance_id=_int(opt(pynvml.nvmlDeviceGetComputeInstanceId, mig)),
                     profile=mig_profile(name) if name else "",
-                    memory_used_bytes=int(memory.used) if memory is not None else None,
-                    memory_total_bytes=int(memory.total) if memory is not None else None,
+                    memory_used_bytes=memory.used if memory is not None else None,
+                    memory_total_bytes=memory.total if memory is not None else None,
                 )
             )
         return tuple(result)
@@ -307,6 +365,7 @@ class NvmlSession:
         if self._xid is not None:
             self._xid.stop()
         if self.initialised:
+            self._gpm.close()
             try:
                 pynvml.nvmlShutdown()
             except pynvml.NVMLError as exc:

@@ -32,6 +32,11 @@ EXIT_TIMEOUT_SECONDS = 1.0
 class WorkerFailed(RuntimeError):
     """The worker did not answer: it hung past its deadline (and was killed) or it died."""
 
+    def __init__(self, message: str, *, hung: bool) -> None:
+        super().__init__(message)
+        self.hung = hung
+        """True when NVML did not answer in time (or a killed worker is still stuck in the driver)."""
+
 
 # The worker needs only the ``gpu`` subpackage and pynvml. It runs with ``-S`` (no ``site``: about 2.7 MB less in a
 # virtualenv) and starts from an empty ``pai_monitoring`` package shell whose path is the real package directory, so
@@ -96,6 +101,8 @@ class WorkerSupervisor:
         """Workers started."""
         self.requests = 0
         """Snapshots asked for."""
+        self.timeouts = 0
+        """Requests NVML did not answer in time: the worker missed its deadline or an earlier one was still stuck."""
 
     @property
     def pid(self) -> int | None:
@@ -146,7 +153,9 @@ class WorkerSupervisor:
         self.requests += 1
         if not self._dying_is_gone():
             assert self._dying is not None
-            raise WorkerFailed(f"the previous NVML worker (pid {self._dying.pid}) is still stuck in the driver")
+            self.timeouts += 1
+            message = f"the previous NVML worker (pid {self._dying.pid}) is still stuck in the driver"
+            raise WorkerFailed(message, hung=True)
         process = self._process
         if process is not None and process.poll() is not None:
             self._discard(f"exited with status {process.returncode}")
@@ -160,14 +169,15 @@ class WorkerSupervisor:
             process.stdin.flush()
             answer = read_frame_by(process.stdout.fileno(), deadline)
         except FrameTimeout:
+            self.timeouts += 1
             self._discard(f"did not answer within {timeout:.1f} s")
-            raise WorkerFailed(f"NVML did not answer within {timeout:.1f} s") from None
+            raise WorkerFailed(f"NVML did not answer within {timeout:.1f} s", hung=True) from None
         except (PeerClosed, BrokenPipeError, OSError) as exc:
             self._discard(f"failed ({exc})")
-            raise WorkerFailed(f"NVML worker failed: {exc}") from None
+            raise WorkerFailed(f"NVML worker failed: {exc}", hung=False) from None
         if not isinstance(answer, Snapshot):
             self._discard("sent an unexpected answer")
-            raise WorkerFailed(f"unexpected answer from the NVML worker: {type(answer).__name__}")
+            raise WorkerFailed(f"unexpected answer from the NVML worker: {type(answer).__name__}", hung=False)
         return answer
 
     def close(self) -> None:

@@ -1,13 +1,14 @@
 """The ``jobs`` collector: task and service metrics per job, GPU attribution, and the runtimes' health.
 
-Each cycle walks the cgroup tree (:mod:`.cgroups`), samples every unit (:mod:`.stats`), names it (:mod:`.resolve`),
-attributes GPUs from the GPU collector's latest state (:mod:`.gpus`) and adds up the units of one job (a job's
-containers, or one Slurm job) into the original ``task_*`` series. Percentages and per-second rates need two
-samples: a unit's first cycle yields only its counters and byte totals.
+A cycle, in order: find the cgroup hierarchies and the units in them (:mod:`.kernel`, named by :mod:`.layouts`);
+ask the runtimes once (:mod:`.runtimes`); for each unit, name it (:mod:`.identity`), judge whether its runtime
+still runs it, and read its counters (:mod:`.kernel`); attribute GPU processes (:mod:`.gpu_attribution`); then
+turn it all into series (:mod:`.derive`, the only module that computes a value).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -16,28 +17,41 @@ from typing import ClassVar
 
 from prometheus_client.metrics_core import Metric
 
+from pai_monitoring.jobs import derive
 from pai_monitoring.jobs import metrics as m
-from pai_monitoring.jobs.aggregate import Observation, aggregate
-from pai_monitoring.jobs.cgroups import (
-    CgroupLayout,
-    Unit,
-    cgroup_pids,
-    classify_path,
-    detect_layout,
-    discover,
-    pid_cgroup_path,
+from pai_monitoring.jobs.gpu_attribution import locate_processes, unit_gpus
+from pai_monitoring.jobs.identity import (
+    SLURM_LAST_DIRS,
+    SLURM_SKIP_DIRS,
+    JobIdentity,
+    Resolved,
+    SlurmJob,
+    has_job_keys,
+    job_identity,
+    resolve,
+    slurm_identity,
 )
-from pai_monitoring.jobs.fastio import read_bytes, read_link
-from pai_monitoring.jobs.gpus import job_minors
-from pai_monitoring.jobs.identity import JobIdentity, has_job_keys, job_identity
-from pai_monitoring.jobs.procfs import mem_total_bytes, net_namespace, read_net_dev
-from pai_monitoring.jobs.resolve import Resolved, resolve, slurm_identity
-from pai_monitoring.jobs.runtimeview import RuntimeSources, RuntimeView
-from pai_monitoring.jobs.stats import sample
+from pai_monitoring.jobs.kernel import (
+    Hierarchies,
+    LockedReads,
+    cgroup_pids,
+    find_hierarchies,
+    list_dirs,
+    mem_total_bytes,
+    net_namespace,
+    pid_cgroup_paths,
+    read_counters,
+    read_file,
+    read_link,
+    read_net_dev,
+    walk,
+)
+from pai_monitoring.jobs.layouts import Unit, classify, classify_path, is_slurm_top
+from pai_monitoring.jobs.runtimes import STOPPED, UNKNOWN, RuntimeSources, RuntimeView, slurm_status
 from pai_monitoring.runtime.collector import Collector, CollectorContext, CollectorOptions
 from pai_monitoring.runtime.errors import ConfigError
 from pai_monitoring.runtime.metrics import MetricSpec
-from pai_monitoring.shared_model import GPU_STATE, GpuState
+from pai_monitoring.shared_model import GPU_STATE, JOB_INDEX, GpuProcess, GpuState, JobIndex, JobRef
 
 DEFAULT_SERVICES = (
     # the original whitelist's names that make sense outside Kubernetes
@@ -84,10 +98,12 @@ class JobsOptions(CollectorOptions):
         metadata={"help": "containerd's task state directory (OCI bundles with Kubernetes annotations)."},
     )
     podman_graph_root: str = field(
-        default="/var/lib/containers/storage", metadata={"help": "podman's storage root; empty to skip podman."}
+        default="/var/lib/containers/storage",
+        metadata={"help": "containers/storage graph root of podman and CRI-O; empty to skip both."},
     )
     podman_run_root: str = field(
-        default="/run/containers/storage", metadata={"help": "podman's run root (conmon pid files)."}
+        default="/run/containers/storage",
+        metadata={"help": "containers/storage run root of podman and CRI-O (conmon pid files)."},
     )
     socket_timeout: float = field(
         default=DEFAULT_SOCKET_TIMEOUT_SECONDS,
@@ -112,22 +128,15 @@ class JobsOptions(CollectorOptions):
 
 @dataclass
 class _Memo:
+    """What is kept about a unit between cycles."""
+
     resolved: Resolved
-    cpu: tuple[float, float] | None = None
-    """(time, cpu seconds) of the previous cycle."""
     identity: JobIdentity | None = None
+    slurm: SlurmJob | None = None
     identity_of: dict[str, str] | None = None
     """The ``resolved.values`` the identity was computed from (recomputed when they are replaced)."""
     netns: tuple[int, str | None] | None = None
     """(pid, its network namespace): read again only when the unit's first process changes."""
-
-
-@dataclass(frozen=True)
-class _GpuProcessOwner:
-    unit: Unit | None
-    minor_number: str
-    pid: int
-    memory: int | None
 
 
 class JobsCollector(Collector[JobsOptions]):
@@ -140,6 +149,7 @@ class JobsCollector(Collector[JobsOptions]):
         super().__init__(options, context)
         self._clock = clock
         self._proc = str(context.proc_root)
+        self._rootfs = str(context.rootfs)
         self._cgroup_root = str(context.sys_root / "fs" / "cgroup")
         self._services = frozenset(options.service_names)
         self._sources = RuntimeSources(
@@ -151,160 +161,150 @@ class JobsCollector(Collector[JobsOptions]):
             self._proc,
             options.socket_timeout,
         )
+        self._reads = LockedReads(name="pai-jobs-proc-reader")
         self._memos: dict[str, _Memo] = {}
-        self._net_prev: dict[str, tuple[float, int, int]] = {}
+        self._rates = derive.Rates()
 
     def collect(self) -> Iterable[Metric]:
         now = self._clock()
-        layout = detect_layout(self._cgroup_root)
-        units = discover(layout, self._services) if layout is not None else []
+        h = find_hierarchies(self._cgroup_root)
+        units = self._discover(h) if h is not None else []
         view = self._sources.view()
+        self._sources.learn([unit for unit, _ in units], view)
         gpu_state = self.context.shared.latest(GPU_STATE, max_age=self.options.gpu_state_max_age)
-        owners = self._gpu_owners(layout, units, gpu_state) if layout is not None and gpu_state else []
+        by_path = {unit.path: unit for unit, _ in units}
+        held: dict[str, list[GpuProcess]] = {}
+        external: list[GpuProcess] = []
+        if h is not None and gpu_state is not None:
+            controller = h.walk_controller
+            for owner in locate_processes(
+                gpu_state, lambda pid: pid_cgroup_paths(self._proc, pid, controller), self._unit_at(by_path)
+            ):
+                if owner.unit is None:
+                    external.append(owner.process)
+                else:
+                    held.setdefault(owner.unit.key, []).append(owner.process)
         # PID 1 is in the host's namespace; where it cannot be read (a hardened init), our own namespace is,
         # since the exporter runs with the host's network.
         host_ns = net_namespace(self._proc, 1) or read_link(f"{self._proc}/self/ns/net")
-        mem_total = mem_total_bytes(self._proc)
-        observations: list[Observation] = []
-        net_now: dict[str, tuple[float, int, int]] = {}
+        observations: list[derive.Observation] = []
+        zombies: list[derive.Zombie] = []
+        index: dict[str, JobRef] = {}
         seen: set[str] = set()
-        for unit in units:
-            assert layout is not None
+        for unit, root in units:
+            assert h is not None
             seen.add(unit.key)
             try:
-                obs = self._observe(unit, layout, view, gpu_state, owners, host_ns, net_now, now)
+                obs, zombie = self._observe(unit, root, h, view, gpu_state, held.get(unit.key, []), host_ns)
             except (OSError, ValueError) as exc:  # a unit that vanished or changed mid-read: skip it, keep the cycle
                 log.debug("skipping %s: %s", unit.path, exc)
                 continue
+            if zombie is not None:
+                zombies.append(zombie)
             if obs is not None:
                 observations.append(obs)
+                if obs.identity is not None:
+                    index[unit.path] = JobRef(obs.identity.job_name, obs.identity.username, obs.container_id)
         for key in set(self._memos) - seen:
             del self._memos[key]
-        self._net_prev = net_now
-        yield from aggregate(observations, mem_total, gpu_state is not None)
-        if gpu_state is not None:
-            yield from self._gpu_health(owners, view)
+        if h is not None:
+            self.context.shared.publish(JOB_INDEX, JobIndex(h.walk_controller, index))
+        yield from derive.jobs(observations, self._rates, now, mem_total_bytes(self._proc), gpu_state)
+        yield from derive.health(self.context.node_name, zombies, external, gpu_state)
         yield from self._daemon_health(view)
+
+    def _discover(self, h: Hierarchies) -> list[tuple[Unit, str]]:
+        """Every unit of the host, each once, with the hierarchy its processes are listed in."""
+        named = functools.partial(classify, services=self._services)
+        found = [(unit, h.walk_root) for unit in walk(h.walk_root, named)]
+        if h.version == 1 and not any(unit.kind == "slurm" for unit, _ in found):
+            # Slurm may constrain other controllers than the walked one; look for its jobs there
+            for root in h.others:
+                for top in [d for d in list_dirs(root) or [] if is_slurm_top(d)]:
+                    found.extend((unit, root) for unit in walk(root, named, "/" + top) if unit.kind == "slurm")
+                if any(unit.kind == "slurm" for unit, _ in found):
+                    break
+        found.sort(key=lambda item: item[0].path)
+        return found
+
+    def _unit_at(self, by_path: dict[str, Unit]) -> Callable[[str], Unit | None]:
+        def unit_at(path: str) -> Unit | None:
+            probe = path
+            while probe:
+                unit = by_path.get(probe)
+                if unit is not None:
+                    return unit
+                probe = probe.rpartition("/")[0]
+            return classify_path(path, self._services)
+
+        return unit_at
 
     def _observe(
         self,
         unit: Unit,
-        layout: CgroupLayout,
+        root: str,
+        h: Hierarchies,
         view: RuntimeView,
         gpu_state: GpuState | None,
-        owners: list[_GpuProcessOwner],
+        gpu_processes: list[GpuProcess],
         host_ns: str | None,
-        net_now: dict[str, tuple[float, int, int]],
-        now: float,
-    ) -> Observation | None:
-        pids = cgroup_pids(layout.walk_root, unit.path)
+    ) -> tuple[derive.Observation | None, derive.Zombie | None]:
+        slurm = unit.kind == "slurm"
+        pids = cgroup_pids(
+            root, unit.path, skip=SLURM_SKIP_DIRS if slurm else (), last=SLURM_LAST_DIRS if slurm else ()
+        )
         if not pids:
-            return None  # gone, or an empty cgroup left behind: nothing runs in it
+            return None, None  # gone, or an empty cgroup left behind: nothing runs in it
         memo = self._memos.get(unit.key)
-        resolved = resolve(unit, pids, view, self._sources, self._proc, memo.resolved if memo else None)
+        resolved = resolve(unit, pids, view, self._sources, self._proc, self._reads, memo.resolved if memo else None)
         if memo is None:
             memo = self._memos[unit.key] = _Memo(resolved)
         if resolved.kube is not None and resolved.kube.sandbox:
-            return None
+            return None, None  # a pod's pause container
         if memo.identity_of is not resolved.values:
-            if unit.kind == "slurm":
-                memo.identity = slurm_identity(unit, resolved, pids, self._proc)
+            if slurm:
+                memo.identity, memo.slurm = slurm_identity(unit, resolved, pids, self._proc, self._rootfs)
             else:
                 memo.identity = job_identity(resolved.values) if has_job_keys(resolved.values) else None
             memo.identity_of = resolved.values
         identity = memo.identity
+        container_id = memo.slurm.job_id if memo.slurm is not None else unit.ident
+        runtime = view.runtime_of(unit)
+        zombie = None
+        if unit.kind != "service":
+            status = slurm_status(h, unit, self._proc) if slurm else self._sources.status(unit, view, runtime)
+            if status in (STOPPED, UNKNOWN):
+                zombie = derive.Zombie(unit, container_id, runtime, identity, tuple(gpu_processes))
         service = resolved.name if resolved.name in self._services else None
         if identity is None and service is None:
-            return None
-        stats = sample(layout, unit.path)
-        cpu_percent = None
-        if stats.cpu_seconds is not None:
-            if memo.cpu is not None and now > memo.cpu[0]:
-                cpu_percent = max(0.0, (stats.cpu_seconds - memo.cpu[1]) / (now - memo.cpu[0]) * 100)
-            memo.cpu = (now, stats.cpu_seconds)
+            return None, zombie
         if memo.netns is None or memo.netns[0] != pids[0]:
             memo.netns = (pids[0], net_namespace(self._proc, pids[0]))
-        netns, net_total, net_rate = self._network(pids[0], memo.netns[1], host_ns, net_now, now)
-        minors: frozenset[str] = frozenset()
-        gpu_memory: dict[str, int] = {}
+        netns = memo.netns[1]
+        net_bytes = None
+        if netns is None or host_ns is None or netns == host_ns:
+            netns = None  # host networking: no per-job counters exist (docs/jobs.md)
+        else:
+            net_bytes = read_net_dev(self._proc, pids[0])
+        gpus: frozenset[str] = frozenset()
         if gpu_state is not None and identity is not None:
-            mine = [o for o in owners if o.unit is not None and o.unit.key == unit.key]
-            for owner in mine:
-                if owner.memory is not None:
-                    gpu_memory[owner.minor_number] = gpu_memory.get(owner.minor_number, 0) + owner.memory
-            devices = read_bytes(f"{layout.devices}{unit.path}/devices.list") if layout.devices else None
-            minors = job_minors(devices, resolved.values, frozenset(o.minor_number for o in mine), gpu_state)
-        return Observation(
+            devices = read_file(f"{h.devices}{unit.path}/devices.list") if h.devices else None
+            gpus = unit_gpus(devices, resolved.values, gpu_processes, gpu_state)
+        observation = derive.Observation(
             unit=unit,
-            runtime=view.runtime_of(unit),
+            container_id=container_id,
+            runtime=runtime,
             identity=identity,
             service=service,
             kube=resolved.kube,
-            stats=stats,
-            cpu_percent=cpu_percent,
-            netns=netns,
-            net_total=net_total,
-            net_rate=net_rate,
-            gpu_minors=minors,
-            gpu_memory=gpu_memory,
-            gpu_state=gpu_state,
+            slurm=memo.slurm,
+            counters=read_counters(h, unit.path),
+            netns=netns if net_bytes is not None else None,
+            net_bytes=net_bytes,
+            gpus=gpus,
+            gpu_processes=tuple(gpu_processes),
         )
-
-    def _network(
-        self, pid: int, netns: str | None, host_ns: str | None, net_now: dict[str, tuple[float, int, int]], now: float
-    ) -> tuple[str | None, tuple[int, int] | None, tuple[float, float] | None]:
-        """The unit's own network namespace, its byte counters and rates; all ``None`` for host networking."""
-        if netns is None or host_ns is None or netns == host_ns:
-            return None, None, None
-        if netns not in net_now:
-            counters = read_net_dev(self._proc, pid)
-            if counters is None:
-                return None, None, None
-            net_now[netns] = (now, *counters)
-        _, rx, tx = net_now[netns]
-        prev = self._net_prev.get(netns)
-        rate = None
-        if prev is not None and now > prev[0]:
-            rate = (max(0, rx - prev[1]) / (now - prev[0]), max(0, tx - prev[2]) / (now - prev[0]))
-        return netns, (rx, tx), rate
-
-    def _gpu_owners(self, layout: CgroupLayout, units: list[Unit], state: GpuState) -> list[_GpuProcessOwner]:
-        """Each GPU process with the unit it runs in (``None``: in none); processes that exited are skipped."""
-        by_path = {u.path: u for u in units}
-        owners = []
-        for process in state.processes:
-            path = pid_cgroup_path(self._proc, process.pid, layout.walk_controller)
-            if path is None:
-                continue
-            unit = None
-            probe = path
-            while probe and unit is None:
-                unit = by_path.get(probe)
-                probe = probe.rpartition("/")[0]
-            if unit is None:
-                unit = classify_path(path, self._services)
-            owners.append(_GpuProcessOwner(unit, process.minor_number, process.pid, process.used_memory_bytes))
-        return owners
-
-    def _gpu_health(self, owners: list[_GpuProcessOwner], view: RuntimeView) -> Iterable[Metric]:
-        external = m.GPU_EXTERNAL.family()
-        zombie = m.GPU_ZOMBIE.family()
-        zombies: set[tuple[str, str]] = set()
-        for owner in owners:
-            if owner.unit is None:
-                external.add_metric([owner.minor_number, str(owner.pid)], 1)
-            elif owner.unit.kind == "container" and self._is_zombie(owner.unit, view):
-                zombies.add((owner.minor_number, owner.unit.ident))
-        for minor, container_id in sorted(zombies):
-            zombie.add_metric([minor, container_id], 1)
-        yield external
-        yield zombie
-
-    def _is_zombie(self, unit: Unit, view: RuntimeView) -> bool:
-        status = view.status(unit)
-        if status is None and unit.runtime == "podman" and self._sources.podman is not None:
-            status = {True: "running", False: "stopped", None: None}[self._sources.podman.running(unit.ident)]
-        return status in ("stopped", "unknown")
+        return observation, zombie
 
     @staticmethod
     def _daemon_health(view: RuntimeView) -> Iterable[Metric]:

@@ -13,12 +13,19 @@ from typing import ClassVar, Generic, TypeVar
 
 from prometheus_client.metrics_core import Metric
 
+from pai_monitoring.runtime.board import SharedState
 from pai_monitoring.runtime.errors import ConfigError
 from pai_monitoring.runtime.metrics import MetricSpec
-from pai_monitoring.runtime.shared import SharedState
 
 DEFAULT_INTERVAL_SECONDS = 30.0
 DEFAULT_TIMEOUT_SECONDS = 20.0
+SECONDS_BOUNDS: dict[str, tuple[float, float]] = {
+    "interval": (0.1, 86_400.0),
+    "timeout": (0.1, 3_600.0),
+    "expiry": (0.1, 7 * 86_400.0),
+}
+"""Sane limits of the timing options: below 0.1 s a collector would spin, and beyond these a typo (``1e10``) would
+overflow the timers or leave a collector silent for ever."""
 
 
 @dataclass(frozen=True)
@@ -38,21 +45,36 @@ class CollectorOptions:
     )
     expiry: float | None = field(
         default=None,
-        metadata={"help": "Seconds after which an old snapshot is dropped instead of served (default 2 x interval)."},
+        metadata={
+            "help": "Seconds after which an old snapshot is dropped instead of served; at least interval + timeout "
+            "(default 2 x (interval + timeout): one failed collection does not blank the series)."
+        },
     )
 
     @property
+    def longest_cycle(self) -> float:
+        """The longest two snapshots of a healthy collector lie apart: a collection starts at most ``interval`` after
+        the previous one started, which is no earlier than the previous snapshot was taken, and it ends within
+        ``timeout``."""
+        return self.interval + self.timeout
+
+    @property
     def effective_expiry(self) -> float:
-        return self.expiry if self.expiry is not None else 2 * self.interval
+        return self.expiry if self.expiry is not None else 2 * self.longest_cycle
 
     def validate(self) -> None:
         """Check the values; raise :class:`ConfigError` naming the option. Subclasses call ``super().validate()``."""
-        for name in ("interval", "timeout"):
+        for name, (low, high) in SECONDS_BOUNDS.items():
             value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(name, f"must be a positive number of seconds, got {value}")
-        if self.expiry is not None and (not math.isfinite(self.expiry) or self.expiry <= 0):
-            raise ConfigError("expiry", f"must be a positive number of seconds, got {self.expiry}")
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                raise ConfigError(name, f"must be between {low:g} and {high:g} seconds, got {value:g}")
+        if self.expiry is not None and self.expiry < self.longest_cycle:
+            raise ConfigError(
+                "expiry",
+                f"{self.expiry:g}s is shorter than a collection cycle can take (interval + timeout = "
+                f"{self.longest_cycle:g}s): the series of a healthy but slow collector would vanish between two "
+                "collections",
+            )
 
 
 def default_node_name() -> str:

@@ -10,12 +10,12 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from pai_monitoring import registry
 from pai_monitoring.runtime.collector import CollectorContext
 from pai_monitoring.runtime.config import DaemonConfig, build_config, configure_logging
 from pai_monitoring.runtime.errors import ConfigError
-from pai_monitoring.runtime.exposition import RejectCounter, file_registry, http_registry, render
+from pai_monitoring.runtime.exposition import HttpStats, file_exposition, http_exposition
 from pai_monitoring.runtime.http import ExporterServer
+from pai_monitoring.runtime.loader import CollectorClass, CollectorTable, load_collectors
 from pai_monitoring.runtime.scheduler import CollectorRunner
 from pai_monitoring.runtime.textfile import TextfileWriter
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
-def build_runners(config: DaemonConfig, classes: dict[str, registry.CollectorClass]) -> list[CollectorRunner]:
+def build_runners(config: DaemonConfig, classes: dict[str, CollectorClass]) -> list[CollectorRunner]:
     context = CollectorContext(
         node_name=config.node_name, proc_root=config.proc_root, sys_root=config.sys_root, rootfs=config.rootfs
     )
@@ -41,7 +41,7 @@ def run_once(config: DaemonConfig, runners: Sequence[CollectorRunner]) -> int:
         thread.start()
     for thread, runner in zip(threads, runners, strict=True):
         thread.join(runner.options.timeout)
-    sys.stdout.buffer.write(render(file_registry(config.daemon, runners)))
+    sys.stdout.buffer.write(file_exposition(config.daemon, runners).render())
     sys.stdout.flush()
     failed = [r.name for r in runners if not r.status().success]
     for runner in runners:
@@ -58,21 +58,22 @@ def serve(config: DaemonConfig, runners: list[CollectorRunner]) -> int:
         name = config.daemon.replace("-", "_") + ".prom"
         refresh = min((o.interval for o in config.collectors.values()), default=30.0)
         writer = TextfileWriter(
-            config.textfile_directory, name, lambda: render(file_registry(config.daemon, runners)), refresh
+            config.textfile_directory, name, file_exposition(config.daemon, runners).render, refresh
         )
         for runner in runners:
             runner.set_listener(writer.notify)
 
-    rejected = RejectCounter()
+    stats = HttpStats()
     try:
         server = ExporterServer(
             config.listen,
             config.daemon,
-            http_registry(config.daemon, runners, rejected),
+            http_exposition(config.daemon, runners, stats),
             runners,
             config.web,
             config.max_requests,
-            rejected,
+            config.max_connections,
+            stats,
         )
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)  # noqa: TRY400
@@ -111,13 +112,18 @@ def serve(config: DaemonConfig, runners: list[CollectorRunner]) -> int:
     return EXIT_OK
 
 
-def main(daemon: str, default_port: int, argv: Sequence[str] | None = None) -> int:
-    classes = registry.collector_classes(daemon)
+def main(daemon: str, default_port: int, collectors: CollectorTable, argv: Sequence[str] | None = None) -> int:
+    """Run a daemon whose collectors are ``collectors`` (name to ``module:Class``, handed in by the command)."""
+    classes = load_collectors(collectors)
     try:
         config = build_config(daemon, default_port, classes, argv)
     except ConfigError as exc:
         print(f"{daemon}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if config.check_only:
+        enabled = ", ".join(config.collectors) or "none"
+        print(f"{daemon}: configuration is valid (collectors: {enabled})")
+        return EXIT_OK
     configure_logging(config.log_level)
     runners = build_runners(config, classes)
     if config.once:

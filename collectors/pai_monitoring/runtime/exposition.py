@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector as PromCollector
 
 from pai_monitoring import __version__
 from pai_monitoring.runtime.metrics import MetricSpec
 from pai_monitoring.runtime.scheduler import CollectorRunner, RunnerStatus
+from pai_monitoring.runtime.textformat import render_families
 
 ITERATIONS = MetricSpec(
     "collector_iteration_count_total",
@@ -46,53 +46,79 @@ REJECTED = MetricSpec(
     "counter",
     "HTTP requests answered 503 because --web.max-requests were already being served.",
 )
-RUNTIME_METRICS: tuple[MetricSpec, ...] = (ITERATIONS, DURATION, SUCCESS, LAST_SUCCESS, BUILD_INFO, REJECTED)
+DROPPED = MetricSpec(
+    "pai_exporter_http_dropped_connections_total",
+    "counter",
+    "HTTP connections the exporter closed because of the client: connection_limit (the oldest idle connection when "
+    "--web.max-connections were open), read_timeout (the request did not arrive in time), headers_too_large, "
+    "malformed_request, write_timeout (the client did not read the answer in time), tls_handshake.",
+    ("reason",),
+)
+AUTH_FAILURES = MetricSpec(
+    "pai_exporter_http_auth_failures_total",
+    "counter",
+    "Requests refused by basic auth: denied (401, wrong or missing credentials) or throttled (429, too many "
+    "password checks waiting).",
+    ("reason",),
+)
+OPEN_CONNECTIONS = MetricSpec(
+    "pai_exporter_http_open_connections", "gauge", "HTTP connections open now (at most --web.max-connections)."
+)
+RUNTIME_METRICS: tuple[MetricSpec, ...] = (
+    ITERATIONS,
+    DURATION,
+    SUCCESS,
+    LAST_SUCCESS,
+    BUILD_INFO,
+    REJECTED,
+    DROPPED,
+    AUTH_FAILURES,
+    OPEN_CONNECTIONS,
+)
+DROP_REASONS = ("connection_limit", "read_timeout", "headers_too_large", "malformed_request", "write_timeout",
+                "tls_handshake")  # fmt: skip
+AUTH_FAILURE_REASONS = ("denied", "throttled")
 
 
-class RejectCounter:
+class HttpStats:
+    """What the HTTP server counts. Written by the server's event-loop thread only, read by scrapes."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
+        self.rejected = 0
+        self.dropped: Counter[str] = Counter()
+        self.auth_failures: Counter[str] = Counter()
+        self.open_connections = 0
 
-    def inc(self) -> None:
-        with self._lock:
-            self.value += 1
-
-
-class _Families(PromCollector):
-    """A fixed list of families, so that ``generate_latest`` can render them."""
-
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
-
-
-def render_families(families: Iterable[Metric]) -> bytes:
-    """The text exposition of some families. Collectors' snapshots are rendered once, in their own thread."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))
-    return generate_latest(registry)
+    def families(self) -> list[Metric]:
+        rejected = REJECTED.counter()
+        rejected.add_metric([], self.rejected)
+        dropped = DROPPED.counter()
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], self.dropped[reason])
+        auth = AUTH_FAILURES.counter()
+        for reason in AUTH_FAILURE_REASONS:
+            auth.add_metric([reason], self.auth_failures[reason])
+        connections = OPEN_CONNECTIONS.gauge()
+        connections.add_metric([], self.open_connections)
+        return [rejected, dropped, auth, connections]
 
 
 class Exposition:
     """What one scrape serves: each fresh snapshot's pre-rendered text, the runtime's own metrics and, for HTTP,
-    the process's ``process_*``/``python_*`` metrics.
+    the server's counters and the process's ``process_*``/``python_*`` metrics.
 
-    A snapshot is rendered once, when its collector finishes, so a scrape only joins bytes: a big snapshot (a
-    150,000-pod cluster) costs its collector thread, not every scrape. Collectors never share a family name
-    (a test checks), so joining their texts is a valid exposition.
+    A snapshot is rendered once, when its collector finishes, so a scrape only adds a few small families: a big
+    snapshot (a 150,000-pod cluster) costs its collector thread, not every scrape, and :meth:`parts` hands the
+    snapshots' bytes out without copying them. Collectors never share a family name (a test checks), so joining
+    their texts is a valid exposition.
     """
 
-    def __init__(
-        self, daemon: str, runners: Sequence[CollectorRunner], rejected: RejectCounter | None, with_process: bool
-    ) -> None:
+    def __init__(self, daemon: str, runners: Sequence[CollectorRunner], http: HttpStats | None) -> None:
         self._daemon = daemon
         self._runners = runners
-        self._rejected = rejected
+        self._http = http
         self._process: CollectorRegistry | None = None
-        if with_process:
+        if http is not None:
             self._process = CollectorRegistry(auto_describe=False)
             ProcessCollector(registry=self._process)
             PlatformCollector(registry=self._process)
@@ -111,30 +137,28 @@ class Exposition:
         build = BUILD_INFO.gauge()
         build.add_metric([__version__, self._daemon], 1.0)
         families: list[Metric] = [iterations, duration, success, last_success, build]
-        if self._rejected is not None:
-            rejected = REJECTED.counter()
-            rejected.add_metric([], self._rejected.value)
-            families.append(rejected)
+        if self._http is not None:
+            families.extend(self._http.families())
         return families
 
-    def render(self) -> bytes:
+    def parts(self) -> list[bytes]:
+        """The exposition in pieces: the snapshots' own bytes (shared, not copied) and the runtime's."""
         statuses = [runner.status() for runner in self._runners]
         parts = [status.snapshot.rendered for status in statuses if status.snapshot is not None]
         parts.append(render_families(self._runtime_families(statuses)))
         if self._process is not None:
             parts.append(generate_latest(self._process))
-        return b"".join(parts)
+        return parts
+
+    def render(self) -> bytes:
+        return b"".join(self.parts())
 
 
-def http_registry(daemon: str, runners: Sequence[CollectorRunner], rejected: RejectCounter) -> Exposition:
-    """What ``/metrics`` serves: snapshots, runtime metrics and the process's own ``process_*``/``python_*``."""
-    return Exposition(daemon, runners, rejected, with_process=True)
+def http_exposition(daemon: str, runners: Sequence[CollectorRunner], http: HttpStats) -> Exposition:
+    """What ``/metrics`` serves: snapshots, runtime and HTTP metrics and the process's ``process_*``/``python_*``."""
+    return Exposition(daemon, runners, http)
 
 
-def file_registry(daemon: str, runners: Sequence[CollectorRunner]) -> Exposition:
-    """For the textfile and ``--once``: no ``process_*`` series, which node_exporter has of its own."""
-    return Exposition(daemon, runners, None, with_process=False)
-
-
-def render(exposition: Exposition) -> bytes:
-    return exposition.render()
+def file_exposition(daemon: str, runners: Sequence[CollectorRunner]) -> Exposition:
+    """For the textfile and ``--once``: no HTTP or ``process_*`` series (node_exporter has its own)."""
+    return Exposition(daemon, runners, None)

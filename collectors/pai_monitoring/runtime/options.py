@@ -7,6 +7,7 @@ and the YAML key ``collectors.gpu.memory_leak_threshold_bytes``. The field's typ
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -38,9 +39,19 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _parse_bool(value: object) -> bool:
+def _describe(value: object) -> str:
+    return f"{value!r} (a {_YAML_TYPES.get(type(value), type(value).__name__)})"
+
+
+_YAML_TYPES = {str: "string", bool: "boolean", int: "number", float: "number", list: "list", dict: "mapping"}
+
+
+def _parse_bool(value: object, from_yaml: bool) -> bool:
     if isinstance(value, bool):
         return value
+    if from_yaml:
+        # YAML has booleans of its own: a quoted "no" is a string, and bool("no") would be True.
+        raise ValueError(f"expected true or false, got {_describe(value)}")
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
@@ -49,48 +60,92 @@ def _parse_bool(value: object) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def _parse_tuple(value: object) -> tuple[str, ...]:
-    if isinstance(value, list | tuple):
-        items = [str(v).strip() for v in value]
+def _parse_tuple(value: object, from_yaml: bool) -> tuple[str, ...]:
+    if isinstance(value, list | tuple) and from_yaml:
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        items = [v.strip() for v in value]
     elif isinstance(value, str):
         items = [v.strip() for v in value.split(",")]
     else:
-        raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
+        raise ValueError(f"expected a list or a comma-separated string, got {_describe(value)}")
     return tuple(v for v in items if v)
 
 
-def _parse_number(kind: type[int] | type[float]) -> Callable[[object], int | float]:
-    def parse(value: object) -> int | float:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"expected a whole number, got {value!r}")
+def _finite(number: float, value: object) -> float:
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+_YAML_NUMBER_HINT = " (YAML reads 1e9 and 1.0e9 as text: write 1000000000 or 1.0e+9)"
+
+
+def _not_a_yaml_number(value: object, what: str) -> ValueError:
+    hint = _YAML_NUMBER_HINT if isinstance(value, str) else ""
+    return ValueError(f"expected {what}, got {_describe(value)}{hint}")
+
+
+def _parse_int(value: object, from_yaml: bool) -> int:
+    """Whole numbers; ``1e9`` on the command line is one (``1000000000``), ``1.5`` is not."""
+    if isinstance(value, bool) or (from_yaml and not isinstance(value, int | float)):
+        raise _not_a_yaml_number(value, "a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        number = value
+    else:
+        text = str(value).strip()
         try:
-            return kind(value) if isinstance(value, int | float) else kind(str(value).strip())
-        except (TypeError, ValueError):
-            raise ValueError(f"expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
-
-    return parse
-
-
-def _parse_str(value: object) -> str:
-    if isinstance(value, dict | list):
-        raise ValueError(f"expected a string, got {value!r}")
-    return str(value)
-
-
-def _parse_path(value: object) -> Path:
-    return Path(_parse_str(value))
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+    if not _finite(number, value).is_integer():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(number)
 
 
-def parser_for(tp: Any) -> Callable[[object], object]:
+def _parse_float(value: object, from_yaml: bool) -> float:
+    if isinstance(value, bool) or (from_yaml and not isinstance(value, int | float)):
+        raise _not_a_yaml_number(value, "a number")
+    try:
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+    return _finite(number, value)
+
+
+def _parse_str(value: object, from_yaml: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _parse_path(value: object, from_yaml: bool) -> Path:
+    text = _parse_str(value, from_yaml)
+    if not text.strip():
+        raise ValueError("expected a path, got an empty string")
+    return Path(text)
+
+
+Parser = Callable[[object, bool], object]
+"""Turns a value into an option's type; the flag says whether it came from YAML (typed) or a flag (a string)."""
+
+
+def parser_for(tp: Any) -> Parser:
     """The function that turns a flag string or a YAML value into a value of type ``tp``."""
     base, optional = _strip_optional(tp)
-    parse: Callable[[object], object]
+    parse: Parser
     if base is bool:
         parse = _parse_bool
-    elif base is int or base is float:
-        parse = _parse_number(base)
+    elif base is int:
+        parse = _parse_int
+    elif base is float:
+        parse = _parse_float
     elif base is str:
         parse = _parse_str
     elif base is Path:
@@ -102,10 +157,10 @@ def parser_for(tp: Any) -> Callable[[object], object]:
     if not optional:
         return parse
 
-    def parse_optional(value: object) -> object:
-        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"}):
+    def parse_optional(value: object, from_yaml: bool) -> object:
+        if value is None or (not from_yaml and isinstance(value, str) and value.strip().lower() in {"", "none"}):
             return None
-        return parse(value)
+        return parse(value, from_yaml)
 
     return parse_optional
 
@@ -131,13 +186,13 @@ def build_options(
     for name, tp in known.items():
         parse = parser_for(tp)
         if name in from_flags and from_flags[name] is not None:
-            where, raw = flag_name(collector, name), from_flags[name]
+            where, raw, from_yaml_file = flag_name(collector, name), from_flags[name], False
         elif name in from_yaml:
-            where, raw = f"collectors.{collector}.{name}", from_yaml[name]
+            where, raw, from_yaml_file = f"collectors.{collector}.{name}", from_yaml[name], True
         else:
             continue
         try:
-            values[name] = parse(raw)
+            values[name] = parse(raw, from_yaml_file)
         except ValueError as exc:
             raise ConfigError(where, str(exc)) from None
     options = options_class(**values)  # type: ignore[arg-type]  # each value was parsed for its field's type

@@ -2,9 +2,10 @@
 
 A scrape never waits for a collector. It reads, for every collector, the snapshot of its last successful
 iteration, unless that snapshot is older than the collector's expiry, in which case the collector's series are
-left out instead of being served frozen. A collector stuck inside ``collect()`` keeps its one thread busy: no new
-iteration starts until it returns (so a hang never piles up threads), its iteration counter stops moving, and its
-success metric reads 0 once the deadline has passed.
+left out instead of being served frozen. A collection that overruns its interval is followed at once, so a healthy
+but slow collector's snapshot is never older than interval + timeout, which the expiry may not undercut. A collector
+stuck inside ``collect()`` keeps its one thread busy: no new iteration starts until it returns (so a hang never
+piles up threads), its iteration counter stops moving, and its success metric reads 0 once the deadline has passed.
 """
 
 from __future__ import annotations
@@ -19,18 +20,26 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from pai_monitoring.runtime.collector import Collector, CollectorOptions
+from pai_monitoring.runtime.textformat import render_families
 
 log = logging.getLogger(__name__)
 
 
-def _render_families(families: Iterable[Metric]) -> bytes:
-    from pai_monitoring.runtime.exposition import render_families
+def next_start_after(started: float, now: float, interval: float) -> float:
+    """When the collection after the one planned at ``started`` begins, seen at ``now`` when that one ended.
 
-    return render_families(families)
+    On schedule it starts ``interval`` after the previous start. A collection that overran its interval is followed
+    at once, and the schedule goes on from there: waiting a further interval would leave the snapshot older than a
+    healthy cycle takes (``CollectorOptions.longest_cycle``), and its series would expire although nothing failed.
+    """
+    planned = started + interval
+    return planned if planned > now else now
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class RenderedSnapshot:
+    """A collector's families from its last successful iteration, with their text exposition."""
+
     families: tuple[Metric, ...]
     rendered: bytes
     """The families in the text exposition format, rendered once in the collector's thread."""
@@ -48,7 +57,7 @@ class RunnerStatus:
     duration_seconds: float | None
     last_success_wall: float | None
     last_error: str | None
-    snapshot: Snapshot | None
+    snapshot: RenderedSnapshot | None
     stuck_for: float | None
     """Seconds the current iteration has been running past its deadline, else ``None``."""
 
@@ -69,12 +78,12 @@ class CollectorRunner:
         self._factory = factory
         self._collector: Collector[Any] | None = None
         self._on_update = on_update
-        self._render = render or _render_families
+        self._render = render or render_families
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._iterations = 0
-        self._snapshot: Snapshot | None = None
+        self._snapshot: RenderedSnapshot | None = None
         self._last_ok = False
         self._last_duration: float | None = None
         self._last_success_wall: float | None = None
@@ -116,7 +125,7 @@ class CollectorRunner:
             self._last_ok = error is None
             self._last_error = error
             if error is None:
-                self._snapshot = Snapshot(families, rendered, end, time.time())
+                self._snapshot = RenderedSnapshot(families, rendered, end, time.time())
                 self._last_success_wall = self._snapshot.taken_wall
         if error is None and self._on_update is not None:
             self._on_update()
@@ -126,10 +135,8 @@ class CollectorRunner:
         next_start = time.monotonic()
         while not self._stop.is_set():
             self.run_iteration()
-            next_start += self.options.interval
             now = time.monotonic()
-            if next_start < now:  # an iteration overran its interval: start again after a full interval
-                next_start = now + self.options.interval
+            next_start = next_start_after(next_start, now, self.options.interval)
             self._stop.wait(next_start - now)
 
     def start(self) -> None:

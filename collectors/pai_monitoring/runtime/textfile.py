@@ -3,6 +3,11 @@
 The text goes to a temporary file in the same directory whose name does not end in ``.prom`` (so node_exporter
 never reads it), is flushed and fsynced, and is then renamed over ``<name>.prom``; the directory is fsynced so the
 rename survives a power cut. A writer killed at any point leaves either the old file or the new one, never a part.
+
+The directory is shared with node_exporter and writable by a group, so a member of that group must not be able to
+redirect the write: the temporary name carries 64 random bits (it cannot be guessed and planted in advance), and it
+is created with ``O_EXCL | O_NOFOLLOW`` (an existing file or a symlink of that name is an error, never followed).
+The rename replaces whatever entry ``<name>.prom`` is, a symlink included, without following it.
 """
 
 from __future__ import annotations
@@ -17,11 +22,23 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_ATTEMPTS = 5
+
+
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """A new temporary file beside ``path`` with an unpredictable name, opened for writing."""
+    for _ in range(_CREATE_ATTEMPTS):
+        tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}{TMP_SUFFIX}")
+        try:
+            return tmp, os.open(tmp, _CREATE_FLAGS, 0o644)
+        except FileExistsError:  # 2**-64 by chance; more often someone planted it: try another name
+            log.warning("textfile temporary %s already exists; not touching it", tmp)
+    raise FileExistsError(f"could not create a temporary file beside {path} in {_CREATE_ATTEMPTS} attempts")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    tmp, fd = _create_temporary(path)
     try:
         view = memoryview(data)
         while view:
@@ -43,7 +60,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def remove_stale_temporaries(directory: Path, name: str) -> None:
-    """Temporary files of writers that died mid-write (their pid is in the name)."""
+    """Temporary files of writers that died mid-write (unlinking a symlink removes the link, not its target)."""
     for tmp in directory.glob(f".{name}.*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -1,13 +1,17 @@
 """The ``kubernetes`` collector of ``pai-watchdog``: cluster health from the API server, as OpenPAI's watchdog did.
 
-One collection: re-read the token, check ``/readyz`` (or ``/healthz``), list all pods then all nodes page by page,
-reduce each object to a small record as it arrives, and build the families. It runs in the runtime's background
+One collection: re-read the token, check ``/readyz`` (or ``/healthz``), then read all pods and all nodes and build
+the families. By default they come from the watch cache (``cache.py``, ``informer.py``: one list, then watch
+streams keep it current between collections); with ``watch`` off, every collection lists all pods then all nodes
+page by page and reduces each object to a small record as it arrives. It runs in the runtime's background
 thread and scrapes read the last snapshot, so a slow API server never holds up ``/metrics`` (the original held one
 lock across the API calls and the scrape).
 
 When the API server fails, the collection still succeeds with what it knows: ``k8s_api_server_count`` carries the
-reason, ``process_error_log_total`` counts it, and the pod and node series of the last good collection are served
-until they are ``expiry`` old, then dropped. It recovers by itself on the next collection that works.
+reason, ``process_error_log_total`` counts it, and the pod and node series of the last good collection are served as
+the last known state, with ``pai_watchdog_objects_timestamp_seconds`` saying how old they are. A watchdog that cannot
+see does not announce that all is well: dropping them would resolve every NodeNotReady. It recovers by itself on the
+next collection that works.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import contextlib
 import gc
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar
 
@@ -25,11 +28,12 @@ from prometheus_client.metrics_core import Metric
 from pai_monitoring.runtime.collector import Collector, CollectorContext, CollectorOptions
 from pai_monitoring.runtime.metrics import MetricSpec
 from pai_monitoring.watchdog import errors, metrics
+from pai_monitoring.watchdog.cache import PROBLEM_KINDS, Collection, ObjectCache, node_entry, pod_entry
 from pai_monitoring.watchdog.client import KubeApi
 from pai_monitoring.watchdog.errors import ApiFailure
-from pai_monitoring.watchdog.model import Problems, read_node, read_pod
+from pai_monitoring.watchdog.model import Problems
 from pai_monitoring.watchdog.options import KubernetesOptions
-from pai_monitoring.watchdog.report import UnhealthyReport, kv
+from pai_monitoring.watchdog.report import kv
 
 log = logging.getLogger("pai_monitoring.watchdog")
 
@@ -71,9 +75,13 @@ class KubernetesCollector(Collector[KubernetesOptions]):
         }
         self._errors: dict[str, int] = dict.fromkeys(metrics.ERROR_TYPES, 0)
         self._last_good: tuple[float, tuple[Metric, ...]] | None = None
+        """Unix time and families of the last collection that read every pod and node (listed, or cache current)."""
         self._last_reason = errors.OK
         self.clock: Callable[[], float] = time.monotonic
+        self.wall_clock: Callable[[], float] = time.time
         self.api = KubeApi(options, self._observe)
+        self.cache = ObjectCache(self.api, options) if options.watch else None
+        """The watch cache (``watch`` on): pods and nodes kept current by watch streams between collections."""
 
     def _observe(self, kind: str, seconds: float) -> None:
         self._latency[kind].observe(seconds)
@@ -82,6 +90,7 @@ class KubernetesCollector(Collector[KubernetesOptions]):
         start = self.clock()
         reason = errors.OK
         objects: tuple[Metric, ...] | None = None
+        self.api.begin_collection(DEADLINE_SHARE * self.options.timeout)
         try:
             self.api.refresh_token()
             self.api.check_health()
@@ -101,16 +110,17 @@ class KubernetesCollector(Collector[KubernetesOptions]):
             log.warning("api_recovered %s", kv([("host", self.api.host), ("previous_error", self._last_reason)]))
         self._last_reason = reason
         if objects is not None:
-            self._last_good = (start, objects)
-        elif self._last_good is not None and start - self._last_good[0] > self.options.effective_expiry:
-            log.warning("stale_objects_dropped %s", kv([("age_seconds", round(start - self._last_good[0], 1))]))
-            self._last_good = None
+            self._last_good = (self.wall_clock(), objects)
+        elif self._last_good is not None:
+            age = self.wall_clock() - self._last_good[0]
+            log.warning("serving_last_known_objects %s", kv([("age_seconds", round(age, 1)), ("error", reason)]))
         families: list[Metric] = [
             metrics.api_server_family(reason, self.api.host),
             metrics.error_log_family(self._errors),
             *(histogram.family() for histogram in self._latency.values()),
         ]
         if self._last_good is not None:
+            families.append(metrics.objects_timestamp_family(self._last_good[0]))
             families.extend(self._last_good[1])
         return families
 
@@ -128,41 +138,22 @@ class KubernetesCollector(Collector[KubernetesOptions]):
 
     def _collect_objects(self, deadline: float) -> tuple[Metric, ...]:
         options = self.options
-        problems = Problems()
-        report = UnhealthyReport(options.log_limit)
-        families = metrics.ObjectFamilies()
-        gpus_used: defaultdict[str, float] = defaultdict(float)
-        pods = nodes = 0
+        collection = Collection(options.log_limit)
         try:
-            for page in self.api.list_pages("pods"):
-                for raw in page:
-                    pod = read_pod(raw, options.gpu_resources, options.service_label, options.job_label, problems)
-                    if pod is None:
-                        continue
-                    pods += 1
-                    families.add_pod(pod)
-                    if pod.gpus and pod.holds_resources:
-                        gpus_used[pod.node_name] += pod.gpus
-                    report.pod(pod)
-                self._check_deadline(deadline, "pods", pods)
-            for page in self.api.list_pages("nodes"):
-                for raw in page:
-                    node = read_node(raw, options.gpu_resources, problems)
-                    if node is None:
-                        continue
-                    nodes += 1
-                    families.add_node(node, gpus_used.get(node.name, 0.0))
-                    report.node(node)
-                self._check_deadline(deadline, "nodes", nodes)
+            if self.cache is not None:
+                self.cache.read(collection, deadline, self.clock)
+            else:
+                self._list_objects(collection, deadline)
         finally:
-            self._count_problems(problems)
+            self._count_problems(collection.problems)
+        report = collection.report
         suppressed = report.suppressed()
         log.info(
             "collection %s",
             kv(
                 [
-                    ("pods", pods),
-                    ("nodes", nodes),
+                    ("pods", collection.pods),
+                    ("nodes", collection.nodes),
                     ("unhealthy_pods", report.counts["pods"]),
                     ("unhealthy_containers", report.counts["containers"]),
                     ("unhealthy_nodes", report.counts["nodes"]),
@@ -176,14 +167,27 @@ class KubernetesCollector(Collector[KubernetesOptions]):
                 "unhealthy_not_logged %s (raise --collector.kubernetes.log-limit to see them)",
                 kv(sorted(suppressed.items())),
             )
-        return families.families()
+        return collection.result()
+
+    def _list_objects(self, collection: Collection, deadline: float) -> None:
+        """Without the watch cache: list every pod, then every node, and read each page as it arrives."""
+        for page in self.api.list_pages("pods"):
+            for raw in page:
+                collection.add_pod(pod_entry(raw, self.options))
+            self._check_deadline(deadline, "pods", collection.pods)
+        for page in self.api.list_pages("nodes"):
+            for raw in page:
+                collection.add_node(node_entry(raw, self.options))
+            self._check_deadline(deadline, "nodes", collection.nodes)
 
     def _count_problems(self, problems: Problems) -> None:
-        for kind in ("parse", "unknown_pod_cond", "unknown_node_cond", "unexpected_container_state"):
+        for kind in PROBLEM_KINDS:
             count = getattr(problems, kind)
             if count:
                 self._errors[kind] += count
                 log.warning("%s %s", kind, kv([("count", count), ("first", problems.examples.get(kind, ""))]))
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         self.api.close()

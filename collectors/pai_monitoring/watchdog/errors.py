@@ -18,7 +18,10 @@ CONNECTION_REFUSED = "connection_refused"
 CONNECTION_ERROR = "connection_error"
 TLS_ERROR = "tls_error"
 MALFORMED = "malformed_response"
+TOO_LARGE = "response_too_large"
 CREDENTIALS = "credentials_error"
+TOO_MANY_OBJECTS = "too_many_objects"
+"""The watch cache is full (``cache-max-objects``): the cluster is larger than the watchdog was sized for."""
 UNKNOWN = "unknown"
 _HTTP_CODES = (400, 401, 403, 404, 410, 429, 500, 502, 503, 504)
 REASONS: tuple[str, ...] = (
@@ -28,7 +31,9 @@ REASONS: tuple[str, ...] = (
     CONNECTION_ERROR,
     TLS_ERROR,
     MALFORMED,
+    TOO_LARGE,
     CREDENTIALS,
+    TOO_MANY_OBJECTS,
     *(f"http_{code}" for code in _HTTP_CODES),
     "http_4xx",
     "http_5xx",

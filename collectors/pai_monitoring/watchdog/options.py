@@ -16,8 +16,22 @@ DEFAULT_INTERVAL_SECONDS = 30.0
 """The original watchdog collected every 180 s; with alerts ``for: 10m`` that left too few samples, so 30 s."""
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+MIN_REQUEST_TIMEOUT_SECONDS = 0.1
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 10_000
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""A page of 500 pods is 2-8 MB of JSON with managed fields; decoded it takes about six times that in memory, so a
+16 MiB page costs about 100 MiB at its peak, which the unit's ``MemoryMax=256M`` holds next to the daemon itself."""
+RESPONSE_BYTES_BOUNDS = (64 * 1024, 128 * 1024 * 1024)
+DEFAULT_WATCH_TIMEOUT_SECONDS = 300.0
+"""The server ends a watch after this (``timeoutSeconds``) and the informer opens the next one where it stopped."""
+DEFAULT_WATCH_IDLE_TIMEOUT_SECONDS = 90.0
+"""API servers send a bookmark about every minute on a quiet watch; silence well past that means a dead stream."""
+DEFAULT_WATCH_MAX_EVENT_BYTES = 4 * 1024**2
+"""etcd refuses objects over 1.5 MiB, so no real event comes near this; it bounds what a broken peer makes us buffer."""
+MIN_WATCH_MAX_EVENT_BYTES = 64 * 1024
+DEFAULT_CACHE_MAX_OBJECTS = 500_000
+"""Per kind; Kubernetes' tested limit is 150,000 pods and 5,000 nodes per cluster."""
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 
@@ -33,6 +47,14 @@ class KubernetesOptions(CollectorOptions):
     timeout: float = field(
         default=DEFAULT_TIMEOUT_SECONDS,
         metadata={"help": "Deadline of one collection in seconds (health check plus every list page)."},
+    )
+    expiry: float | None = field(
+        default=None,
+        metadata={
+            "help": "Seconds after which an old snapshot is dropped instead of served; at least interval + timeout "
+            "(default: the larger of 2 x (interval + timeout) and interval + 2 x request-timeout + 1, so that neither "
+            "a slow collection nor the error of one failing on a slow API server leaves a gap)."
+        },
     )
     kubeconfig: Path | None = field(default=None, metadata={"help": "Kubeconfig file to use (its current context)."})
     in_cluster: bool = field(
@@ -54,7 +76,18 @@ class KubernetesOptions(CollectorOptions):
     )
     request_timeout: float = field(
         default=DEFAULT_REQUEST_TIMEOUT_SECONDS,
-        metadata={"help": "Seconds one API request (connect plus read) may take."},
+        metadata={
+            "help": "Wall-clock seconds one API request (connect, TLS, headers and body) may take, however slowly "
+            "the server answers; past it the collection reports error=timeout."
+        },
+    )
+    max_response_bytes: int = field(
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metadata={
+            "help": "Largest answer one API request may return, in bytes; a bigger one is dropped unread and reported "
+            "as error=response_too_large. A page of page-size objects must fit; decoded it takes about six times as "
+            "much memory."
+        },
     )
     page_size: int = field(
         default=DEFAULT_PAGE_SIZE, metadata={"help": "Objects per list request (the limit/continue page size)."}
@@ -73,10 +106,47 @@ class KubernetesOptions(CollectorOptions):
         default="jobName",
         metadata={"help": "Pod label that makes a pod (without the service label) a job pod (its value: job_name)."},
     )
+    user_label: str = field(
+        default="userName",
+        metadata={"help": "Pod label of a job pod that names the job's owner (its value: username)."},
+    )
     log_limit: int = field(
         default=200,
         metadata={"help": "Unhealthy pods, containers and nodes logged per kind and collection; the rest counted."},
     )
+    watch: bool = field(
+        default=True,
+        metadata={
+            "help": "List pods and nodes once, then keep a cache current with watch streams (false: list everything "
+            "every collection)."
+        },
+    )
+    watch_timeout: float = field(
+        default=DEFAULT_WATCH_TIMEOUT_SECONDS,
+        metadata={"help": "Seconds one watch request lasts (timeoutSeconds); the next one resumes where it ended."},
+    )
+    watch_idle_timeout: float = field(
+        default=DEFAULT_WATCH_IDLE_TIMEOUT_SECONDS,
+        metadata={"help": "Seconds a watch may send nothing (no event, no bookmark) before it is reopened."},
+    )
+    watch_max_event_bytes: int = field(
+        default=DEFAULT_WATCH_MAX_EVENT_BYTES,
+        metadata={"help": "Largest watch event accepted, in bytes; a larger one is refused and the cache relisted."},
+    )
+    cache_max_objects: int = field(
+        default=DEFAULT_CACHE_MAX_OBJECTS,
+        metadata={"help": "Most pods, and most nodes, the watch cache holds; beyond it collections fail."},
+    )
+
+    @property
+    def effective_expiry(self) -> float:
+        """The runtime's default (two cycles of interval + timeout: a healthy but slow collection never lets its
+        series expire), and never less than a collection failing on a slow API server takes: a health check and
+        one list request, each up to request-timeout. The last snapshot must outlive it, or
+        k8s_api_server_count{error} would vanish while the API server misbehaves."""
+        if self.expiry is not None:
+            return self.expiry
+        return max(super().effective_expiry, self.interval + 2 * self.request_timeout + 1.0)
 
     def validate(self) -> None:
         super().validate()
@@ -112,10 +182,18 @@ class KubernetesOptions(CollectorOptions):
             if not os.environ.get("KUBERNETES_SERVICE_HOST") or not os.environ.get("KUBERNETES_SERVICE_PORT"):
                 raise ConfigError("in_cluster", "KUBERNETES_SERVICE_HOST/PORT are not set: not running in a pod")
             _check_file("in_cluster", IN_CLUSTER_TOKEN)
-        if not math.isfinite(self.request_timeout) or self.request_timeout <= 0:
-            raise ConfigError("request_timeout", f"must be a positive number of seconds, got {self.request_timeout}")
+        if not (math.isfinite(self.request_timeout) and self.request_timeout >= MIN_REQUEST_TIMEOUT_SECONDS):
+            raise ConfigError(
+                "request_timeout",
+                f"must be at least {MIN_REQUEST_TIMEOUT_SECONDS:g} seconds, got {self.request_timeout}",
+            )
         if self.request_timeout > self.timeout:
             raise ConfigError("request_timeout", f"must not exceed the collection timeout ({self.timeout:g}s)")
+        low, high = RESPONSE_BYTES_BOUNDS
+        if not low <= self.max_response_bytes <= high:
+            raise ConfigError(
+                "max_response_bytes", f"must be between {low} and {high} bytes, got {self.max_response_bytes}"
+            )
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise ConfigError("page_size", f"must be between 1 and {MAX_PAGE_SIZE}, got {self.page_size}")
         if not self.gpu_resources:
@@ -124,6 +202,23 @@ class KubernetesOptions(CollectorOptions):
             raise ConfigError("job_label", "service-label and job-label must be two different, non-empty labels")
         if self.log_limit < 0:
             raise ConfigError("log_limit", f"must be >= 0, got {self.log_limit}")
+        self._validate_watch()
+
+    def _validate_watch(self) -> None:
+        if not math.isfinite(self.watch_timeout) or not 1 <= self.watch_timeout <= 86_400:
+            raise ConfigError("watch_timeout", f"must be between 1 and 86400 seconds, got {self.watch_timeout}")
+        if not math.isfinite(self.watch_idle_timeout) or self.watch_idle_timeout <= 0:
+            raise ConfigError(
+                "watch_idle_timeout", f"must be a positive number of seconds, got {self.watch_idle_timeout}"
+            )
+        if not MIN_WATCH_MAX_EVENT_BYTES <= self.watch_max_event_bytes <= 2**30:
+            raise ConfigError(
+                "watch_max_event_bytes",
+                f"must be between {MIN_WATCH_MAX_EVENT_BYTES} (one ordinary object) and {2**30}, "
+                f"got {self.watch_max_event_bytes}",
+            )
+        if self.cache_max_objects < 1:
+            raise ConfigError("cache_max_objects", f"must be >= 1, got {self.cache_max_objects}")
 
 
 def _check_file(option: str, path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from pai_monitoring.gpu.collector import GpuCollector, GpuOptions
+from pai_monitoring.runtime.board import SharedState
 from pai_monitoring.runtime.collector import CollectorContext
-from pai_monitoring.runtime.shared import SharedState
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "gpu"
@@ -58,11 +59,30 @@ class Scenario:
         self.write(self.text + text)
 
 
+def uuid_of(index: int) -> str:
+    """The UUID :func:`gpus` gives GPU ``index``."""
+    return f"GPU-{index:08x}-1111-2222-3333-444444444444"
+
+
+def gpu_id(index: int, minor: int | str | None = None, uuid: str | None = None) -> dict[str, str]:
+    """The identity labels of GPU ``index`` of a :func:`gpus` scenario (minor number = index unless given)."""
+    return {
+        "node_name": NODE_NAME,
+        "index": str(index),
+        "uuid": uuid_of(index) if uuid is None else uuid,
+        "minor_number": str(index if minor is None else minor),
+    }
+
+
+NODE = {"node_name": NODE_NAME}
+"""The labels of the node-level families."""
+
+
 def gpus(count: int, **per_gpu: object) -> str:
     """A scenario with ``count`` healthy GPUs; keyword arguments become ``gpu.<i>.<key> = value`` on every GPU."""
     lines = [f"gpu_count = {count}"]
     for index in range(count):
-        lines.append(f"gpu.{index}.uuid = GPU-{index:08x}-1111-2222-3333-444444444444")
+        lines.append(f"gpu.{index}.uuid = {uuid_of(index)}")
         lines.append(f"gpu.{index}.utilization.gpu = {10 + index}")
         lines.append(f"gpu.{index}.memory.total = 17179869184")
         lines.append(f"gpu.{index}.memory.used = {index * 1048576}")
@@ -80,16 +100,32 @@ def scenario(tmp_path: Path, nvml_sim_lib: Path, monkeypatch: pytest.MonkeyPatch
 
 MakeCollector = Callable[..., GpuCollector]
 
+# GPM needs 100 ms between two samples (and serves the previous window's figures to a collection that comes sooner):
+# the collector runs at an interval of seconds. Tests that look at profiling figures collect no faster than this.
+PROFILING_WINDOW_SECONDS = 0.1
+_last_collection: dict[int, float] = {}
+
+
+def collect_paced(collector: GpuCollector) -> list[Metric]:
+    """One collection, at least GPM's shortest window after this collector's previous one (as at any real interval)."""
+    previous = _last_collection.get(id(collector))
+    if previous is not None:
+        time.sleep(max(0.0, previous + PROFILING_WINDOW_SECONDS - time.monotonic()))
+    found = list(collector.collect())
+    _last_collection[id(collector)] = time.monotonic()
+    return found
+
 
 @pytest.fixture
 def make_collector() -> Iterator[MakeCollector]:
     """Build GPU collectors with a fresh context; their workers are stopped at the end of the test."""
     made: list[GpuCollector] = []
 
-    def make(**options: object) -> GpuCollector:
+    def make(clock: Callable[[], float] = time.time, **options: object) -> GpuCollector:
         opts = GpuOptions(**{"timeout": 5.0, **options})  # type: ignore[arg-type]
         opts.validate()
-        collector = GpuCollector(opts, CollectorContext(node_name=NODE_NAME, shared=SharedState()))
+        context = CollectorContext(node_name=NODE_NAME, shared=SharedState())
+        collector = GpuCollector(opts, context, clock=clock)
         made.append(collector)
         return collector
 

@@ -1,12 +1,13 @@
 """Real cgroups, real processes and real podman containers for the jobs collector (root, cgroup v1 or v2 hosts).
 
-Everything created here is named ``pai-jobs-it-<pid>`` / ``slurm_paijobs<pid>`` so that engineers and CI jobs
-sharing a machine do not collide, and is removed at the end of the test that made it.
+Everything created here is named ``pai-jobs-it-<pid>``, ``slurm_paijobs<pid>`` or ``paijobs<pid>_slurmstepd.scope``
+so that engineers and CI jobs sharing a machine do not collide, and is removed at the end of the test that made it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from pai_monitoring.gpu.collector import GpuCollector, GpuOptions
 from pai_monitoring.jobs.collector import JobsCollector, JobsOptions
 from pai_monitoring.runtime.collector import CollectorContext
+from pai_monitoring.shared_model import GPU_STATE, GpuState
 
+REPO = Path(__file__).resolve().parents[3]
 CGROUP = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "cpuacct", "blkio", "pids", "devices")
+V1_CONTROLLERS = ("memory", "cpuacct", "blkio", "pids", "devices", "freezer")
 IMAGE = "localhost/pai-jobs-busybox:test"
 PREFIX = f"pai-jobs-it-{os.getpid()}"
 
@@ -45,31 +49,53 @@ def disk_of(path: Path) -> str:
 
 
 class SlurmLikeJob:
-    """Real cgroups laid out like a Slurm job: ``/slurm_paijobs<pid>/uid_<uid>/job_<id>/step_0``."""
+    """Real cgroups laid out as Slurm lays out a job when several slurmd share a node (the node name here is
+    ``paijobs<pid>``), with one step:
+
+    * cgroup/v1: ``/slurm_<node>/uid_<uid>/job_<id>/step_0`` in each controller; slurmstepd in the job's directory
+      of the freezer hierarchy (proctrack/cgroup);
+    * cgroup/v2: ``/<node>_slurmstepd.scope/job_<id>/step_0/user/task_0``, slurmstepd in ``step_0/slurm``.
+    """
 
     def __init__(self, job_id: int, uid: int = 0) -> None:
         self.job_id = job_id
-        self.top = f"slurm_paijobs{os.getpid()}"
-        self.job_path = f"{self.top}/uid_{uid}/job_{job_id}"
+        node = f"paijobs{os.getpid()}"
         self.version = cgroup_version()
         if self.version == 1:
+            self.top = f"slurm_{node}"
+            self.job_path = f"{self.top}/uid_{uid}/job_{job_id}"
+            self.task_path = f"{self.job_path}/step_0"
+            self.dirs = [self.top, f"{self.top}/uid_{uid}", self.job_path, self.task_path]
             self.roots = [(CGROUP / c).resolve() for c in V1_CONTROLLERS if (CGROUP / c).exists()]
         else:
+            self.top = f"{node}_slurmstepd.scope"
+            self.job_path = f"{self.top}/job_{job_id}"
+            self.task_path = f"{self.job_path}/step_0/user/task_0"
+            step = f"{self.job_path}/step_0"
+            self.dirs = [self.top, self.job_path, step, f"{step}/slurm", f"{step}/user", self.task_path]
             self.roots = [CGROUP]
 
     def create(self) -> None:
         for root in self.roots:
-            (root / self.job_path / "step_0").mkdir(parents=True, exist_ok=True)
+            for directory in self.dirs:
+                (root / directory).mkdir(exist_ok=True)
         if self.version == 2:
             # v2: a process may only sit in a leaf, and each parent must hand the controllers down
-            parent = Path(self.job_path).parent
-            for directory in (CGROUP, CGROUP / self.top, CGROUP / parent, CGROUP / self.job_path):
+            for directory in [CGROUP, *(CGROUP / d for d in self.dirs if not d.endswith(("slurm", "task_0")))]:
                 with contextlib.suppress(OSError):
                     (directory / "cgroup.subtree_control").write_text("+cpu +memory +io +pids")
 
     def add(self, pid: int) -> None:
+        """Put a task process in the job's step."""
         for root in self.roots:
-            (root / self.job_path / "step_0" / "cgroup.procs").write_text(str(pid))
+            (root / self.task_path / "cgroup.procs").write_text(str(pid))
+
+    def add_stepd(self, pid: int) -> None:
+        """Put a process (named ``slurmstepd``) where Slurm keeps the job's step daemon."""
+        if self.version == 1:
+            (CGROUP / "freezer").resolve().joinpath(self.job_path, "cgroup.procs").write_text(str(pid))
+        else:
+            (CGROUP / self.job_path / "step_0" / "slurm" / "cgroup.procs").write_text(str(pid))
 
     def allow_block_accounting(self, disk: str) -> None:
         """cgroup v1 counts block I/O in ``blkio.throttle.*`` only for disks with a rule: set a limit never reached."""
@@ -81,7 +107,7 @@ class SlurmLikeJob:
 
     def remove(self) -> None:
         for root in self.roots:
-            for path in (f"{self.job_path}/step_0", self.job_path, str(Path(self.job_path).parent), self.top):
+            for path in reversed(self.dirs):
                 for _ in range(50):
                     try:
                         (root / path).rmdir()
@@ -148,3 +174,34 @@ def container(name: str, image: str, *run_args: str, command: tuple[str, ...] = 
         yield result.stdout.strip()
     finally:
         podman("rm", "-f", "-t", "0", name)
+
+
+@pytest.fixture(scope="session")
+def nvml_sim_lib() -> Path:
+    """The simulated NVML library (a stand-in for GPUs, loaded by the real pynvml), built once."""
+    spec = importlib.util.spec_from_file_location("nvml_sim_build_jobs", REPO / "sim" / "nvml" / "build.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built: Path = module.build()
+    return built
+
+
+def simulated_gpus(lib: Path, scenario: str, workdir: Path, context: CollectorContext | None = None) -> GpuState:
+    """Run the real ``gpu`` collector once on the simulated NVML with ``scenario`` (the file format of
+    ``sim/nvml/README.md``); its state is published in ``context`` and returned."""
+    path = workdir / "nvml-scenario.conf"
+    path.write_text(scenario)
+    context = context or CollectorContext(node_name="gpu-it")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LD_LIBRARY_PATH", os.pathsep.join([str(lib), os.environ.get("LD_LIBRARY_PATH", "")]))
+        patch.setenv("PAI_NVML_SIM_SCENARIO", str(path))
+        gpu = GpuCollector(GpuOptions(timeout=10.0), context)
+        try:
+            list(gpu.collect())
+        finally:
+            gpu.close()
+    state = context.shared.latest(GPU_STATE, max_age=600)
+    assert state is not None, "the gpu collector published nothing"
+    return state

@@ -41,9 +41,10 @@ def test_a_podman_job_appears_with_its_labels_and_vanishes_when_stopped(busybox_
         assert usage == EXPECTED
         (info,) = _series_of(families, "task_info", "it-job")
         assert (info["runtime"], info["container_id"]) == ("podman", container_id)
-        # podman gives the container its own network namespace: counters are per job
-        assert _series_of(families, "task_network_receive_bytes_total", "it-job") == [EXPECTED]
-        assert _series_of(families, "task_cpu_seconds_total", "it-job") == [EXPECTED]
+        # podman gives the container its own network namespace: counters are the job's own, per container
+        per_container = {**EXPECTED, "container_id": container_id}
+        assert _series_of(families, "task_network_receive_bytes_total", "it-job") == [per_container]
+        assert _series_of(families, "task_cpu_seconds_total", "it-job") == [per_container]
         stop = podman("stop", "-t", "0", name)
         assert stop.returncode == 0, stop.stderr
         assert _series_of(list(collector.collect()), "task_mem_usage_byte", "it-job") == []

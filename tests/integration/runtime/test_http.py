@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
 import pytest
 
-from tests.support.exporter import get, start_exporter, wait_for
+from tests.support.exporter import Exporter, get, self_signed_certificate, start_exporter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ def _stalled_scrape(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-    assert sock.recv(12).startswith(b"HTTP/1.0 200")
+    assert sock.recv(12) in (b"HTTP/1.0 200", b"HTTP/1.1 200")
     return sock
 
 
@@ -76,15 +75,7 @@ def _small_status(url: str) -> str:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is needed to make a test certificate: apt-get install openssl"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path)
 
 
 def _auth(user: str, password: str) -> dict[str, str]:
@@ -120,3 +111,58 @@ def test_https_with_basic_auth(tmp_path: Path, certificate: tuple[Path, Path]) -
             urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5)
     finally:
         exporter.stop()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    web = tmp_path_factory.mktemp("web") / "web.yml"
+    web.write_text("http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n")
+    exporter = start_exporter([f"--web.config.file={web}", "--no-collector.gpu", "--no-collector.jobs"])
+    try:
+        yield exporter
+    finally:
+        exporter.stop()
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes, read until the server closes (or 10 s pass)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_keep_alive_pipelining_and_closing(plain: Exporter) -> None:
+    two = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    answer = _exchange(plain.port, two)
+    assert answer.count(b"HTTP/1.1 200 ") == 2  # both on one connection, then closed as asked
+    assert b"X-Content-Type-Options: nosniff" in answer  # http_server_config.headers
+    answer = _exchange(plain.port, b"GET /healthz HTTP/1.0\r\n\r\n")  # HTTP/1.0: closed after one answer
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"ok\n")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd", b"405"),
+        (b"GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"404"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Big: " + b"b" * 20_000 + b"\r\n\r\n", b"431"),
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+    ],
+)
+def test_bad_requests_get_a_short_answer_and_a_close(plain: Exporter, request_bytes: bytes, status: bytes) -> None:
+    answer = _exchange(plain.port, request_bytes)
+    assert answer.split(b" ", 2)[1] == status
+    assert get(f"{plain.url}/healthz")[0] == 200
+    assert "Traceback" not in plain.read_output()
+
+
+def test_head_answers_without_a_body(plain: Exporter) -> None:
+    answer = _exchange(plain.port, b"HEAD /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: " in head
+    assert body == b""

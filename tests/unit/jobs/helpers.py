@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -14,9 +13,10 @@ from prometheus_client.registry import Collector as RegistryCollector
 from pai_monitoring.jobs.collector import JobsCollector, JobsOptions
 from pai_monitoring.runtime.collector import CollectorContext
 from pai_monitoring.shared_model import GPU_STATE, GpuDevice, GpuProcess, GpuState
+from tests.fixtures.jobs.generate import SCENARIOS, Owners, build
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "jobs"
-SCENARIOS = ("v1_cgroupfs", "v1_systemd", "v2_systemd", "kube_containerd", "podman", "slurm_v1", "slurm_v2")
+GOLDEN = Path(__file__).resolve().parents[2] / "fixtures" / "jobs"
+NAMES = tuple(SCENARIOS)
 
 
 class _Static(RegistryCollector):
@@ -57,32 +57,39 @@ def load_gpu_state(path: Path) -> GpuState:
     )
 
 
-def tree_collector(
-    tree: Path, clock: Callable[[], float] | None = None, gpu: bool = True, **options: object
-) -> JobsCollector:
-    """A collector reading a fixture tree (no docker or containerd socket), with the tree's GPU state if any."""
-    context = CollectorContext(node_name="node-1", proc_root=tree / "proc", sys_root=tree / "sys", rootfs=tree)
+def tree_options(tree: Path, **options: object) -> JobsOptions:
+    """Options reading a fixture tree's runtime state (no docker or containerd socket)."""
     defaults: dict[str, object] = {
         "docker_socket": "",
         "containerd_socket": "",
         "containerd_state_dir": str(tree / "state" / "containerd"),
-        "podman_graph_root": str(tree / "state" / "podman" / "graph"),
-        "podman_run_root": str(tree / "state" / "podman" / "run"),
+        "podman_graph_root": str(tree / "state" / "storage" / "graph"),
+        "podman_run_root": str(tree / "state" / "storage" / "run"),
     }
-    collector_options = JobsOptions(**{**defaults, **options})  # type: ignore[arg-type]
+    return JobsOptions(**{**defaults, **options})  # type: ignore[arg-type]
+
+
+def tree_context(tree: Path) -> CollectorContext:
+    return CollectorContext(node_name="node-1", proc_root=tree / "proc", sys_root=tree / "sys", rootfs=tree)
+
+
+def tree_collector(
+    tree: Path, clock: Callable[[], float] | None = None, gpu: bool = True, **options: object
+) -> JobsCollector:
+    """A collector reading a fixture tree, with the tree's GPU state (``gpu_state.json``) if any."""
+    context = tree_context(tree)
     state_file = tree / "gpu_state.json"
     if gpu and state_file.exists():
         context.shared.publish(GPU_STATE, load_gpu_state(state_file))
     if clock is None:
-        return JobsCollector(collector_options, context)
-    return JobsCollector(collector_options, context, clock=clock)
+        return JobsCollector(tree_options(tree, **options), context)
+    return JobsCollector(tree_options(tree, **options), context, clock=clock)
 
 
-def copy_tree(scenario: str, destination: Path) -> Path:
-    """A writable copy of a scenario's tree, for tests that change it between cycles."""
-    target = destination / scenario
-    shutil.copytree(FIXTURES / scenario / "tree", target, symlinks=True)
-    return target
+def make_tree(scenario: str, destination: Path) -> tuple[Path, Owners]:
+    """A fresh, writable tree of a scenario (built from ``tests/fixtures/jobs/generate.py``) and its GPU owners."""
+    tree = destination / scenario
+    return tree, build(scenario, tree)
 
 
 class FakeClock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pai_monitoring.jobs.docker import DockerClient, inspect_metadata, socket_answers
+from pai_monitoring.jobs.docker_api import DockerClient, inspect_metadata, socket_answers
 
 
 def test_a_daemon_that_accepts_but_never_answers_times_out(tmp_path: Path) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pai_monitoring.jobs.cgroups import classify, classify_path
-from pai_monitoring.jobs.gpus import allowed_minors, job_minors, visible_minors
+from pai_monitoring.jobs.gpu_attribution import allowed_minors, unit_gpus, visible_minors
 from pai_monitoring.jobs.identity import UNKNOWN, job_identity, kube_meta, merged
-from pai_monitoring.jobs.procfs import parse_environ, parse_net_dev
-from pai_monitoring.jobs.stats import parse_blkio_v1, parse_io_stat_v2
-from pai_monitoring.shared_model import GpuDevice, GpuState
+from pai_monitoring.jobs.kernel import parse_blkio_v1, parse_environ, parse_io_stat_v2, parse_net_dev
+from pai_monitoring.jobs.layouts import classify, classify_path
+from pai_monitoring.shared_model import GpuDevice, GpuProcess, GpuState
 
 ID = "0123456789abcdef" * 4
 UID = "3f2a1b4c-1111-2222-3333-444455556666"
@@ -41,6 +40,7 @@ NONE: frozenset[str] = frozenset()
             "crio",
             "BestEffort",
         ),
+        (f"/kubepods/burstable/pod{UID}/crio-{ID}", "crio", "Burstable"),
         (f"/libpod_parent/libpod-{ID}", "podman", None),
         (f"/machine.slice/libpod-{ID}.scope", "podman", None),
         (f"/machine.slice/libpod-{ID}.scope/container", "podman", None),
@@ -54,20 +54,109 @@ def test_container_cgroups_of_every_runtime_and_driver_are_recognised(path: str,
         assert unit.pod_uid == UID
 
 
+STATIC_UID = "7e4ba4a9cb95bcaa347a557054ba1244"  # the kubelet's MD5 of a static pod's manifest
+MANIFEST_UID = "static-trainer-01"  # a UID the manifest itself sets
+
+
+@pytest.mark.parametrize(
+    ("path", "uid", "qos"),
+    [
+        # the kubelet's cgroup root (--cgroup-root=/kubelet, as kind sets it) prefixes every name
+        (f"/kubelet/kubepods/burstable/pod{UID}/{ID}", UID, "Burstable"),
+        (f"/kubelet/kubepods/pod{UID}/crio-{ID}", UID, "Guaranteed"),
+        (
+            f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
+            f"kubelet-kubepods-besteffort-pod{UID.replace('-', '_')}.slice/cri-containerd-{ID}.scope",
+            UID,
+            "BestEffort",
+        ),
+        (
+            f"/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{UID.replace('-', '_')}.slice/crio-{ID}.scope",
+            UID,
+            "Guaranteed",
+        ),
+        # a nested root: each slice carries all of its parents' names
+        (
+            f"/k8s.slice/k8s-node.slice/k8s-node-kubepods.slice/k8s-node-kubepods-burstable.slice/"
+            f"k8s-node-kubepods-burstable-pod{UID.replace('-', '_')}.slice/docker-{ID}.scope",
+            UID,
+            "Burstable",
+        ),
+        # static pods: the manifest's hash, or any UID the manifest sets
+        (f"/kubepods/burstable/pod{STATIC_UID}/{ID}", STATIC_UID, "Burstable"),
+        (
+            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{STATIC_UID}.slice/crio-{ID}.scope",
+            STATIC_UID,
+            "Burstable",
+        ),
+        (f"/kubepods.slice/kubepods-podstatic_trainer_01.slice/cri-containerd-{ID}.scope", MANIFEST_UID, "Guaranteed"),
+        (f"/kubepods/pod{MANIFEST_UID}/{ID}", MANIFEST_UID, "Guaranteed"),
+    ],
+)
+def test_pods_below_a_kubelet_cgroup_root_and_static_pods_keep_their_uid_and_qos(path: str, uid: str, qos: str) -> None:
+    unit = classify_path(path, NONE)
+    assert unit is not None
+    assert (unit.kind, unit.ident, unit.pod_uid, unit.qos_class) == ("container", ID, uid, qos)
+
+
 def test_conmon_and_pod_level_cgroups_are_not_containers() -> None:
     assert classify_path(f"/machine.slice/libpod-conmon-{ID}.scope", NONE) is None
     assert classify_path(f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice", NONE) is None
+    assert (
+        classify_path(f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/crio-conmon-{ID}.scope", NONE) is None
+    )
+    assert classify_path(f"/system.slice/crio-conmon-{ID}.scope", NONE) is None
+    assert classify_path(f"/kubepods/besteffort/pod{UID}/crio-conmon-{ID}", NONE) is None
     assert classify_path("/user.slice/user-1000.slice/session-3.scope", NONE) is None
+    assert classify_path("/kubepods.slice/kubepods-burstable.slice", NONE) is None
+    assert classify_path(f"/pods/pod{UID}/x", NONE) is None  # "pod" dirs count only below kubepods
 
 
-def test_slurm_jobs_are_found_on_v1_and_v2_with_the_uid_from_the_path() -> None:
-    v1 = classify_path("/slurm/uid_1000/job_77/step_0/task_0", NONE)
-    assert v1 is not None
-    assert (v1.kind, v1.ident, v1.slurm_uid, v1.path) == ("slurm", "77", 1000, "/slurm/uid_1000/job_77")
-    v2 = classify_path("/system.slice/slurmstepd.scope/job_78/step_batch", NONE)
-    assert v2 is not None
-    assert (v2.kind, v2.ident, v2.slurm_uid) == ("slurm", "78", None)
+@pytest.mark.parametrize(
+    ("path", "ident", "uid", "unit_path"),
+    [
+        ("/slurm/uid_1000/job_77/step_0/task_0", "77", 1000, "/slurm/uid_1000/job_77"),
+        ("/slurm/uid_1000/job_77/step_extern/task_0", "77", 1000, "/slurm/uid_1000/job_77"),
+        ("/slurm_node2/uid_1001/job_78/step_batch", "78", 1001, "/slurm_node2/uid_1001/job_78"),
+        (
+            "/system.slice/slurmstepd.scope/job_79/step_0/user/task_0",
+            "79",
+            None,
+            "/system.slice/slurmstepd.scope/job_79",
+        ),
+        (
+            "/system.slice/slurmstepd.scope/job_79/step_0/user/task_special",
+            "79",
+            None,
+            "/system.slice/slurmstepd.scope/job_79",
+        ),
+        (
+            "/system.slice/node2_slurmstepd.scope/job_80/step_extern/user/task_0",
+            "80",
+            None,
+            "/system.slice/node2_slurmstepd.scope/job_80",
+        ),
+        # Slurm 26.05 names the job directory by its SLUID; a site slice (CgroupSlice) moves the scope
+        (
+            "/hpc.slice/slurmstepd.scope/s5K1KKYAYG5D00/step_0/user/task_0",
+            "s5K1KKYAYG5D00",
+            None,
+            "/hpc.slice/slurmstepd.scope/s5K1KKYAYG5D00",
+        ),
+    ],
+)
+def test_slurm_jobs_of_every_layout_are_found(path: str, ident: str, uid: int | None, unit_path: str) -> None:
+    unit = classify_path(path, NONE)
+    assert unit is not None
+    assert (unit.kind, unit.ident, unit.slurm_uid, unit.path) == ("slurm", ident, uid, unit_path)
+
+
+def test_slurm_directories_that_are_no_job_are_not_units() -> None:
+    assert classify_path("/system.slice/slurmstepd.scope/system", NONE) is None  # idle stepds
+    assert classify_path("/system.slice/node1_slurmstepd.scope/slurmd", NONE) is None
     assert classify_path("/other/job_79", NONE) is None
+    assert classify_path("/slurm/job_79", NONE) is None
+    assert classify_path("/system.slice/slurmstepd.scope/sNOTASLUID", NONE) is None
 
 
 def test_only_listed_systemd_services_are_units() -> None:
@@ -172,8 +261,8 @@ def test_device_cgroup_allow_list_wins_over_environment() -> None:
     assert allowed_minors(b"a *:* rwm\n") is None
     assert allowed_minors(b"c 195:* rwm\n") is None
     state = _gpus()
-    assert job_minors(devices, {"NVIDIA_VISIBLE_DEVICES": "all"}, NONE, state) == {"11"}
-    assert job_minors(b"a *:* rwm\n", {"NVIDIA_VISIBLE_DEVICES": "all"}, NONE, state) == {"10", "11", "12", "13"}
+    assert unit_gpus(devices, {"NVIDIA_VISIBLE_DEVICES": "all"}, [], state) == {"11"}
+    assert unit_gpus(b"a *:* rwm\n", {"NVIDIA_VISIBLE_DEVICES": "all"}, [], state) == {"10", "11", "12", "13"}
 
 
 def test_gpus_held_by_the_jobs_processes_are_added_and_lost_gpus_dropped() -> None:
@@ -184,5 +273,6 @@ def test_gpus_held_by_the_jobs_processes_are_added_and_lost_gpus_dropped() -> No
         ),
         processes=(),
     )
-    assert job_minors(None, {"NVIDIA_VISIBLE_DEVICES": "void"}, frozenset({"0"}), state) == {"0"}
-    assert job_minors(None, {"NVIDIA_VISIBLE_DEVICES": "all"}, NONE, state) == {"0"}
+    held = [GpuProcess(7, "0", 1)]
+    assert unit_gpus(None, {"NVIDIA_VISIBLE_DEVICES": "void"}, held, state) == {"0"}
+    assert unit_gpus(None, {"NVIDIA_VISIBLE_DEVICES": "all"}, [], state) == {"0"}

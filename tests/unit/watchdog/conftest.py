@@ -50,7 +50,11 @@ MakeCollector = Callable[..., KubernetesCollector]
 
 @pytest.fixture
 def make_collector(apiserver: KubeApiStandIn, token_file: Path) -> Iterator[MakeCollector]:
-    """Build collectors against the stand-in; options default to a short request timeout and small pages."""
+    """Build collectors against the stand-in; options default to a short request timeout and small pages.
+
+    These collectors list every collection (``watch=False``): each collection then shows the API server's state
+    of that moment. The watch cache has its own tests (``test_informer.py``, ``test_watch_collector.py``).
+    """
     made: list[KubernetesCollector] = []
 
     def make(**overrides: Any) -> KubernetesCollector:
@@ -59,6 +63,7 @@ def make_collector(apiserver: KubeApiStandIn, token_file: Path) -> Iterator[Make
             "token_file": token_file,
             "request_timeout": 2.0,
             "page_size": 3,
+            "watch": False,
             **overrides,
         }
         options = KubernetesOptions(**values)
