@@ -85,6 +85,15 @@ def samples(exposition: str, name: str) -> list[str]:
     return [line for line in exposition.splitlines() if re.match(rf"{re.escape(name)}(\{{|\s)", line)]
 
 
+def current_nvml_status(exposition: str) -> list[str]:
+    """The ``status`` label of every ``pai_gpu_nvml_status`` sample that is 1 (exactly one on a healthy exporter)."""
+    return [
+        re.search(r'status="([^"]*)"', line)[1]  # type: ignore[index]
+        for line in samples(exposition, "pai_gpu_nvml_status")
+        if float(line.rsplit(" ", 1)[1]) == 1
+    ]
+
+
 def security_exposure(host: Any, unit: str) -> tuple[float, str]:
     """``systemd-analyze security`` overall exposure of a unit and its rating word (OK, MEDIUM, ...)."""
     result = host.run(f"systemd-analyze security --no-pager {shlex.quote(unit)}")
