@@ -371,6 +371,8 @@ class Sandbox:
         env = {
             **os.environ,
             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            # the checkout as the collection pai.monitoring, whose filters the roles use (tests/hosts/setup.sh)
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".cache" / "collections"),
             "ANSIBLE_HOST_KEY_CHECKING": "false",
             "ANSIBLE_FORCE_COLOR": "false",
             "ANSIBLE_NOCOLOR": "true",

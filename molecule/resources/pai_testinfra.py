@@ -139,7 +139,12 @@ def run_role(role: str, extra_vars: dict[str, Any], timeout: float = 600) -> Pla
     with tempfile.TemporaryDirectory(prefix="pai-molecule-") as tmp:
         playbook = Path(tmp) / "apply.yml"
         playbook.write_text(f"- name: Apply {role}\n  hosts: all\n  roles:\n    - role: {role}\n", encoding="utf-8")
-        env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
+        env = {
+            **os.environ,
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".cache" / "collections"),
+            "ANSIBLE_NOCOLOR": "1",
+        }
         result = subprocess.run(
             ["ansible-playbook", "-i", inventory, "-e", json.dumps(extra_vars), str(playbook)],
             capture_output=True,

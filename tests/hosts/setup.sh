@@ -7,10 +7,11 @@
 #   3. the guest image localhost/bookworm-systemd:latest (debootstrap + podman import), reused when present;
 #   4. the molecule virtualenv .cache/molecule-venv (ansible, molecule, testinfra, ansible-lint, yamllint);
 #   5. the wheelhouse .cache/wheelhouse: our wheel and every dependency wheel, so guests install offline;
-#   6. the simulated NVML library .cache/nvml-sim/libnvidia-ml.so.1 when sim/nvml/ exists (the guest has no gcc).
+#   6. the simulated NVML library .cache/nvml-sim/libnvidia-ml.so.1 when sim/nvml/ exists (the guest has no gcc);
+#   7. .cache/collections: this checkout as the collection pai.monitoring (a link), for ANSIBLE_COLLECTIONS_PATH.
 #
 # Usage: tests/hosts/setup.sh [--rebuild-image] [--skip-wheelhouse] [--venv-only]
-#   --venv-only: only step 4 (what `make check` needs for yamllint and ansible-lint; no root, no apt).
+#   --venv-only: only steps 4 and 7 (what `make check` needs for yamllint and ansible-lint; no root, no apt).
 # Environment: WORK (default <repo>/.cache), IMAGE (default localhost/bookworm-systemd:latest).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -159,8 +160,17 @@ build_nvml_sim() {
   install -m 0644 "$built/libnvidia-ml.so.1" "$out/libnvidia-ml.so.1"
 }
 
+# The roles name the collection's filters by their full names (pai.monitoring.NAME): a run of the roles from this
+# checkout puts .cache/collections on ANSIBLE_COLLECTIONS_PATH, where this link makes the checkout that collection.
+link_checkout_collection() {
+  local parent=$WORK/collections/ansible_collections/pai
+  mkdir -p "$parent"
+  [[ -L $parent/monitoring ]] || ln -s ../../../.. "$parent/monitoring"
+}
+
 if $VENV_ONLY; then
   create_venv
+  link_checkout_collection
   log "ready: venv $VENV"
   exit 0
 fi
@@ -170,4 +180,5 @@ build_image
 create_venv
 build_wheelhouse
 build_nvml_sim
+link_checkout_collection
 log "ready: image $IMAGE, venv $VENV, wheelhouse $WHEELHOUSE"

@@ -29,6 +29,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".cache" / "collections"),
         "NO_COLOR": "1",
         "PY_COLORS": "0",
         "ANSIBLE_HOME": str(REPO / ".cache" / "ansible-home"),
