@@ -143,7 +143,7 @@ build_wheelhouse() {
   [[ ! -f $REPO/README.md ]] || cp "$REPO/README.md" "$src/"
   cp -r "$REPO/collectors" "$src/"
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
-  "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELHOUSE" "$src" 2>"$WORK/wheelhouse.log" \
+  "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELHOUSE" "$src[gpu,watchdog]" 2>"$WORK/wheelhouse.log" \
     || { tail -20 "$WORK/wheelhouse.log" >&2; return 1; }
   printf '%s\n' "$digest" > "$WHEELHOUSE/.source-digest"
 }
