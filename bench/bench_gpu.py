@@ -1,5 +1,10 @@
 """Cost of the ``gpu`` collector per cycle for 8 and 16 GPUs of the simulated NVML library (a stand-in for GPUs).
 
+The simulated GPUs are Hopper-like: GPM profiling on, 18 NVLinks each, a process with per-process utilisation, so
+that the cycle includes the GPM sample and metrics, the field-value call and the utilisation call of every GPU. A
+library without those calls (an older build of this repository) ignores those scenario lines: run this script from
+both checkouts with the same arguments to compare.
+
 Two parts:
 
 1. In-process: the collector's ``collect()`` in a loop. Per cycle: wall time, NVML calls per GPU (counted in the
@@ -87,16 +92,31 @@ def build_library() -> Path:
     return out
 
 
+NVLINKS = 18
+
+
 def scenario_text(gpus: int) -> str:
     lines = [f"gpu_count = {gpus}"]
     for i in range(gpus):
         lines += [
+            f"gpu.{i}.name = NVIDIA H200",
             f"gpu.{i}.utilization.gpu = {50 + i}",
             f"gpu.{i}.memory.used = {(i + 1) << 30}",
             f"gpu.{i}.process.0 = {10000 + i} {(i + 1) << 30}",
+            f"gpu.{i}.process_util.0 = {10000 + i} {40 + i} {10 + i}",
             f"gpu.{i}.clocks_event_reasons = 0x4",
+            f"gpu.{i}.gpm.supported = 1",
+            f"gpu.{i}.gpm.sm = {30 + i}",
+            f"gpu.{i}.gpm.tensor = {20 + i}",
+            f"gpu.{i}.nvlink.count = {NVLINKS}",
+            f"gpu.{i}.nvlink.0.tx_kib = {1000 * (i + 1)}",
         ]
     return "\n".join(lines) + "\n"
+
+
+# GPM takes a new sample only when 100 ms have passed since the last one: cycles are spaced at least this far apart
+# (outside the timed part), as a collector's interval of seconds would be.
+CYCLE_SPACING_SECONDS = 0.12
 
 
 def in_process(gpus: int, cycles: int) -> InProcess:
@@ -104,10 +124,12 @@ def in_process(gpus: int, cycles: int) -> InProcess:
     try:
         for _ in range(3):
             list(collector.collect())
+            time.sleep(CYCLE_SPACING_SECONDS)
         walls: list[float] = []
         library: list[float] = []
         calls: list[int] = []
         for _ in range(cycles):
+            time.sleep(CYCLE_SPACING_SECONDS)
             start = time.perf_counter()
             list(collector.collect())
             walls.append(time.perf_counter() - start)

@@ -49,6 +49,7 @@ TUNABLE: dict[str, str] = {
     "GpuXidUnclassified": "codes not alerted: 13, 31, 43, 45; window 1 h",
     "GpuRetiredPagesHigh": "60 retired pages",
     "GpuTemperatureHigh": "85 °C for 10 min",
+    "GpuNvlinkErrorsRising": "more than 10 NVLink errors within 1 h, for 15 min",
     "NodeFilesystemUsage": "20 % free",
     "NodeFilesystemAlmostOutOfSpace": "5 % free",
     "NodeFilesystemSpaceFillingUp": "under 40 % free and full within 24 h at the 6 h trend",
@@ -60,7 +61,8 @@ TUNABLE: dict[str, str] = {
     "NodeClockSkewDetected": "50 ms offset",
     "AzureAgentConsumeTooMuchMem": "1 GiB",
     "NodeSystemdServiceFailed": "the suite's five units",
-    "PaiJobGpuIdle": "mean GPU utilisation under 1 % for 1 h",
+    "PaiJobGpuIdle": "a GPU of the job under 1 % utilisation (the worst minute of each 10) for 2 h (`for:`)",
+    "PaiJobGpuMemoryNearlyFull": "more than 95 % of a job's GPU's memory in use for 15 min",
     "PaiJobProcessStuck": "in D state without running for 60 s (job-exporter flag "
     "`--collector.node_health.stuck-seconds`), then 5 min",
     "NvidiaZombieProcess": "in D state without running for 60 s (job-exporter flag "

@@ -23,6 +23,11 @@ class GpuProcess:
     minor_number: str
     used_memory_bytes: int | None
     """GPU memory used by the process; ``None`` where the driver does not say (MIG without privileges)."""
+    sm_utilization_percent: float | None = None
+    """Share of the GPU collector's last interval in which the process's kernels ran, 0-100 (the mean of the driver's
+    per-process samples); ``None`` where the driver does not say (MIG mode, drivers without per-process figures)."""
+    memory_utilization_percent: float | None = None
+    """The same for the process's device memory reads and writes, 0-100."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,12 @@ class GpuDevice:
     mig_device_uuids: tuple[str, ...] = ()
     """UUIDs of the MIG devices on this GPU (``MIG-...``), empty when MIG is off."""
     lost: bool = False
+    sm_active_ratio: float | None = None
+    """Share of the SMs busy over the GPU collector's last interval, 0-1 (NVML GPM, Hopper and newer); ``None``
+    elsewhere and in MIG mode."""
+    power_watts: float | None = None
+    energy_joules: float | None = None
+    """Energy the GPU used since the driver loaded (a counter); ``None`` where the GPU does not report it."""
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,9 @@ enum {
 #define MAX_XID 1024
 #define MAX_FAULTS 256
 #define MAX_SETS 16
+#define MAX_LINKS 36 /* NVML_NVLINK_MAX_LINKS of the installed nvidia-ml-py */
+#define MAX_GI 16
+#define MAX_UTIL_PROCS 16
 #define STR 96
 
 /* ---- ABI structures (layouts as pynvml declares them) ---- */
@@ -73,6 +76,88 @@ typedef struct {
     unsigned long long usedGpuMemory;
     unsigned int gpuInstanceId, computeInstanceId;
 } sim_process_info_t;
+
+/* nvmlFieldValue_t: fieldId, scopeId, timestamp, latencyUsec, valueType, nvmlReturn, value (a union of 8 bytes). */
+typedef union {
+    double d;
+    unsigned int ui;
+    unsigned long ul;
+    unsigned long long ull;
+    long long sll;
+    int si;
+    unsigned short us;
+} sim_value_t;
+typedef struct {
+    unsigned int fieldId, scopeId;
+    long long timestamp, latencyUsec;
+    unsigned int valueType;
+    int nvmlReturn;
+    sim_value_t value;
+} sim_field_value_t;
+_Static_assert(sizeof(sim_field_value_t) == 40, "nvmlFieldValue_t is 40 bytes in pynvml");
+#define VALUE_TYPE_UNSIGNED_INT 1
+#define VALUE_TYPE_UNSIGNED_LONG_LONG 3
+
+/* Per-process utilisation: nvmlProcessUtilizationSample_t (the old call) and the v1 structures of
+ * nvmlDeviceGetProcessesUtilizationInfo. */
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil, memUtil, encUtil, decUtil;
+} sim_proc_util_sample_t;
+_Static_assert(sizeof(sim_proc_util_sample_t) == 32, "nvmlProcessUtilizationSample_t is 32 bytes in pynvml");
+typedef struct {
+    unsigned long long timeStamp;
+    unsigned int pid, smUtil, memUtil, encUtil, decUtil, jpgUtil, ofaUtil;
+} sim_proc_util_info_t;
+_Static_assert(sizeof(sim_proc_util_info_t) == 40, "nvmlProcessUtilizationInfo_v1_t is 40 bytes in pynvml");
+typedef struct {
+    unsigned int version, processSamplesCount;
+    unsigned long long lastSeenTimeStamp;
+    sim_proc_util_info_t *procUtilArray;
+} sim_procs_util_info_t;
+_Static_assert(sizeof(sim_procs_util_info_t) == 24, "nvmlProcessesUtilizationInfo_v1_t is 24 bytes in pynvml");
+/* ProcessesUtilizationInfo_v1 as pynvml defines it (0x01000018): the size with the version in the top byte. */
+#define PROCS_UTIL_INFO_V1 ((unsigned int)(sizeof(sim_procs_util_info_t) | (1u << 24)))
+
+/* GPM (GPU Performance Monitoring). The metric ids are pynvml's NVML_GPM_METRIC_* values; the sample is opaque to
+ * the caller. */
+#define GPM_METRICS_GET_VERSION 1 /* NVML_GPM_METRICS_GET_VERSION */
+#define GPM_SUPPORT_VERSION 1     /* NVML_GPM_SUPPORT_VERSION */
+#define GPM_METRIC_MAX 477        /* NVML_GPM_METRIC_MAX: the size of nvmlGpmMetricsGet_t.metrics */
+static const struct { unsigned int id; const char *name, *unit; } GPM_METRICS[] = {
+    {1, "graphics", "%"},       {2, "sm", "%"},           {3, "sm_occupancy", "%"}, {4, "integer", "%"},
+    {5, "tensor", "%"},         {6, "dfma_tensor", "%"},  {7, "hmma_tensor", "%"},  {8, "dmma_tensor", "%"},
+    {9, "imma_tensor", "%"},    {10, "dram_bw", "%"},     {11, "fp64", "%"},        {12, "fp32", "%"},
+    {13, "fp16", "%"},          {20, "pcie_tx", "MiB/s"}, {21, "pcie_rx", "MiB/s"}, {60, "nvlink_rx", "MiB/s"},
+    {61, "nvlink_tx", "MiB/s"},
+};
+#define GPM_N ((int)(sizeof GPM_METRICS / sizeof GPM_METRICS[0]))
+#define GPM_NOT_OFFERED (-1.0)
+typedef struct { const char *shortName, *longName, *unit; } sim_gpm_metric_info_t;
+typedef struct {
+    unsigned int metricId;
+    int nvmlReturn;
+    double value;
+    sim_gpm_metric_info_t metricInfo;
+} sim_gpm_metric_t;
+_Static_assert(sizeof(sim_gpm_metric_t) == 40, "nvmlGpmMetric_t is 40 bytes in pynvml");
+struct sim_gpm_sample;
+typedef struct sim_gpm_sample *nvmlGpmSample_t;
+typedef struct {
+    unsigned int version, numMetrics;
+    nvmlGpmSample_t sample1, sample2;
+    sim_gpm_metric_t metrics[GPM_METRIC_MAX];
+} sim_gpm_metrics_get_t;
+_Static_assert(sizeof(sim_gpm_metrics_get_t) == 19104, "nvmlGpmMetricsGet_t is 19104 bytes in pynvml");
+typedef struct { unsigned int version, isSupportedDevice; } sim_gpm_support_t;
+#define GPM_SAMPLE_MAGIC 0x5e5e0002u
+struct sim_gpm_sample {
+    unsigned int magic;
+    int taken, gpu, gi;          /* gi -1: the whole GPU */
+    unsigned long long at_ns;    /* CLOCK_MONOTONIC when taken */
+    double values[GPM_N];        /* the activity the scenario gave at that moment */
+};
 
 struct sim_handle {
     unsigned int magic;
@@ -97,6 +182,19 @@ typedef struct sim_event_set *nvmlEventSet_t;
 
 /* ---- the scenario ---- */
 struct proc { unsigned int pid; unsigned long long used; int graphics; };
+struct proc_util { unsigned int pid, sm, mem; };
+struct link {
+    unsigned int state;
+    unsigned long long crc, crc_data, replay, recovery, tx_kib, rx_kib;
+};
+/* PCIe counters read as field values, by the name used in the scenario (gpu.<i>.pcie.<name>). */
+static const struct { unsigned int field; const char *name; } PCIE_FIELDS[] = {
+    {95, "replay_rollover"}, {169, "l0_to_recovery"}, {173, "correctable"},
+    {174, "naks_received"},  {175, "receiver_error"},  {176, "bad_tlp"},        {177, "naks_sent"},
+    {178, "bad_dllp"},       {179, "non_fatal"},       {180, "fatal"},          {181, "unsupported_req"},
+    {182, "lcrc"},           {197, "tx_bytes"},        {198, "rx_bytes"},
+};
+#define PCIE_N ((int)(sizeof PCIE_FIELDS / sizeof PCIE_FIELDS[0]))
 struct mig {
     int present;
     char uuid[STR], profile[STR];
@@ -116,6 +214,14 @@ struct gpu {
     int nprocs;
     struct proc procs[MAX_PROCS];
     struct mig migs[MAX_MIG];
+    int n_util;
+    struct proc_util util[MAX_UTIL_PROCS];
+    int gpm_supported;
+    double gpm[GPM_N];
+    double gi_gpm[MAX_GI][GPM_N];
+    int nvlink_count, nvlink_legacy, pcie_counters;
+    struct link links[MAX_LINKS];
+    unsigned long long pcie[PCIE_N];
 };
 struct xid { long seq; int gpu; unsigned long long code; };
 struct fault { int gpu; char fn[64]; int is_block; double value; };
@@ -154,6 +260,8 @@ static void copy_str(char *dst, size_t size, const char *src) {
     snprintf(dst, size, "%s", src);
 }
 
+static unsigned long long num(const char *v) { return strtoull(v, NULL, 0); }
+
 static void gpu_defaults(struct gpu *g, int i) {
     memset(g, 0, sizeof *g);
     copy_str(g->name, sizeof g->name, "NVIDIA Simulated GPU");
@@ -168,6 +276,45 @@ static void gpu_defaults(struct gpu *g, int i) {
     g->clock_sm = 1410;
     g->clock_mem = 1215;
     g->fan = 30;
+    g->pcie_counters = 1;
+    for (int l = 0; l < MAX_LINKS; l++) g->links[l].state = 1; /* NVML_NVLINK_STATE_ACTIVE */
+}
+
+static int gpm_index(const char *name) {
+    for (int k = 0; k < GPM_N; k++)
+        if (strcmp(GPM_METRICS[k].name, name) == 0) return k;
+    return -1;
+}
+
+/* gpm.<name> = <value or -> into one of the GPM value tables. */
+static int set_gpm(double *table, const char *name, const char *v) {
+    int k = gpm_index(name);
+    if (k < 0) return 0;
+    table[k] = strcmp(v, "-") == 0 ? GPM_NOT_OFFERED : strtod(v, NULL);
+    return 1;
+}
+
+static int set_link_prop(struct gpu *g, const char *prop, const char *v) {
+    unsigned int l;
+    int n;
+    if (strcmp(prop, "count") == 0) { g->nvlink_count = (int)num(v); return 1; }
+    if (strcmp(prop, "legacy") == 0) { g->nvlink_legacy = (int)num(v); return 1; }
+    if (sscanf(prop, "%u.%n", &l, &n) != 1 || l >= MAX_LINKS) return 0;
+    struct link *k = &g->links[l];
+    const char *what = prop + n;
+#define L(key, field) if (strcmp(what, key) == 0) { k->field = num(v); return 1; }
+    L("crc", crc) L("crc_data", crc_data) L("replay", replay) L("recovery", recovery) L("tx_kib", tx_kib)
+    L("rx_kib", rx_kib)
+#undef L
+    if (strcmp(what, "state") == 0) { k->state = (unsigned int)num(v); return 1; }
+    return 0;
+}
+
+static int set_pcie_prop(struct gpu *g, const char *prop, const char *v) {
+    if (strcmp(prop, "counters") == 0) { g->pcie_counters = (int)num(v); return 1; }
+    for (int k = 0; k < PCIE_N; k++)
+        if (strcmp(PCIE_FIELDS[k].name, prop) == 0) { g->pcie[k] = num(v); return 1; }
+    return 0;
 }
 
 static void reset_scenario(void) {
@@ -219,7 +366,6 @@ static void add_fault(int gpu, const char *fn, int is_block, const char *value) 
     S.nfaults++;
 }
 
-static unsigned long long num(const char *v) { return strtoull(v, NULL, 0); }
 
 static int set_gpu_prop(struct gpu *g, int gi, const char *prop, const char *v) {
     unsigned int j;
@@ -248,6 +394,22 @@ static int set_gpu_prop(struct gpu *g, int gi, const char *prop, const char *v) 
     if (strcmp(prop, "mig.mode") == 0) { g->mig_mode = (int)num(v); return 1; }
     if (strncmp(prop, "fault.", 6) == 0) { add_fault(gi, prop + 6, 0, v); return 1; }
     if (strncmp(prop, "block.", 6) == 0) { add_fault(gi, prop + 6, 1, v); return 1; }
+    if (strncmp(prop, "field.", 6) == 0) { add_fault(gi, prop, 0, v); return 1; }
+    if (strcmp(prop, "gpm.supported") == 0) { g->gpm_supported = (int)num(v); return 1; }
+    if (strncmp(prop, "gpm.", 4) == 0) return set_gpm(g->gpm, prop + 4, v);
+    if (sscanf(prop, "gi.%u.gpm.%n", &j, &n) == 1 && n > 0) {
+        if (j >= MAX_GI) { warn("gpu instance id %u out of range", j); return 1; }
+        return set_gpm(g->gi_gpm[j], prop + n, v);
+    }
+    if (strncmp(prop, "nvlink.", 7) == 0) return set_link_prop(g, prop + 7, v);
+    if (strncmp(prop, "pcie.", 5) == 0) return set_pcie_prop(g, prop + 5, v);
+    if (sscanf(prop, "process_util.%u%n", &j, &n) == 1 && prop[n] == '\0') {
+        if (g->n_util >= MAX_UTIL_PROCS) { warn("too many process_util lines on gpu %d", gi); return 1; }
+        struct proc_util *u = &g->util[g->n_util];
+        if (sscanf(v, "%u %u %u", &u->pid, &u->sm, &u->mem) != 3) { warn("bad process_util line: %s", v); return 1; }
+        g->n_util++;
+        return 1;
+    }
     if (sscanf(prop, "process.%u%n", &j, &n) == 1 && prop[n] == '\0') {
         if (g->nprocs >= MAX_PROCS) { warn("too many processes on gpu %d", gi); return 1; }
         struct proc *p = &g->procs[g->nprocs];
@@ -805,5 +967,275 @@ EXPORT int nvmlEventSetFree(nvmlEventSet_t set) {
     if (!set || set < g_sets || set >= g_sets + MAX_SETS) return E_INVALID_ARGUMENT;
     pthread_mutex_lock(&g_lock);
     set->used = 0;
+    RETURN(OK);
+}
+
+/* ---- clocks ---- */
+static long long realtime_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+static unsigned long long monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ULL + (unsigned long long)ts.tv_nsec;
+}
+
+/* ---- field values: NVLink and PCIe counters ----
+ * Field ids are pynvml's NVML_FI_DEV_*. A GPU answers the NVLink fields of its generation: Hopper and later the
+ * per-link fields with the link as scope id (NVML_FI_DEV_NVLINK_GET_STATE, ..._ERROR_DL_*), earlier GPUs
+ * (nvlink.legacy = 1) the fields with the link in their name (..._CRC_FLIT_ERROR_COUNT_L<n>, L0-L11), each
+ * answering NOT_SUPPORTED for the other generation's fields, as the driver does. */
+#define FI_NVLINK_LINK_COUNT 91
+#define FI_NVLINK_THROUGHPUT_DATA_TX 138
+#define FI_NVLINK_THROUGHPUT_DATA_RX 139
+#define FI_NVLINK_ERROR_DL_REPLAY 161
+#define FI_NVLINK_ERROR_DL_RECOVERY 162
+#define FI_NVLINK_ERROR_DL_CRC 163
+#define FI_NVLINK_GET_STATE 165
+enum { LEGACY_CRC_FLIT, LEGACY_CRC_DATA, LEGACY_REPLAY, LEGACY_RECOVERY };
+
+/* The legacy per-link error fields: L0-L5 in one block, L6-L11 in a later one. */
+static int legacy_field(unsigned int id, int *kind, unsigned int *link) {
+    static const unsigned int first[4] = {32, 39, 46, 53}, second[4] = {96, 102, 108, 114};
+    for (int k = 0; k < 4; k++) {
+        if (id >= first[k] && id < first[k] + 6) { *kind = k; *link = id - first[k]; return 1; }
+        if (id >= second[k] && id < second[k] + 6) { *kind = k; *link = 6 + id - second[k]; return 1; }
+    }
+    return 0;
+}
+
+static void put_ull(sim_field_value_t *f, unsigned long long v) {
+    f->valueType = VALUE_TYPE_UNSIGNED_LONG_LONG;
+    f->value.ull = v;
+}
+static void put_ui(sim_field_value_t *f, unsigned int v) {
+    f->valueType = VALUE_TYPE_UNSIGNED_INT;
+    f->value.ui = v;
+}
+
+static int field_value(struct gpu *g, int gpu, sim_field_value_t *f) {
+    char name[32];
+    snprintf(name, sizeof name, "field.%u", f->fieldId);
+    int fault = (int)find_fault(name, gpu, 0);
+    if (fault) return fault;
+    unsigned int id = f->fieldId, link = f->scopeId;
+    int kind;
+    if (id == FI_NVLINK_LINK_COUNT) {
+        if (g->nvlink_count <= 0) return E_NOT_SUPPORTED;
+        put_ui(f, (unsigned int)g->nvlink_count);
+        return OK;
+    }
+    if (id == FI_NVLINK_THROUGHPUT_DATA_TX || id == FI_NVLINK_THROUGHPUT_DATA_RX) {
+        if (link >= (unsigned int)g->nvlink_count) return g->nvlink_count ? E_INVALID_ARGUMENT : E_NOT_SUPPORTED;
+        put_ull(f, id == FI_NVLINK_THROUGHPUT_DATA_TX ? g->links[link].tx_kib : g->links[link].rx_kib);
+        return OK;
+    }
+    if (id == FI_NVLINK_ERROR_DL_REPLAY || id == FI_NVLINK_ERROR_DL_RECOVERY || id == FI_NVLINK_ERROR_DL_CRC ||
+        id == FI_NVLINK_GET_STATE) {
+        if (g->nvlink_legacy || g->nvlink_count <= 0) return E_NOT_SUPPORTED;
+        if (link >= (unsigned int)g->nvlink_count) return E_INVALID_ARGUMENT;
+        struct link *k = &g->links[link];
+        if (id == FI_NVLINK_GET_STATE) put_ui(f, k->state);
+        else put_ull(f, id == FI_NVLINK_ERROR_DL_CRC ? k->crc : id == FI_NVLINK_ERROR_DL_REPLAY ? k->replay : k->recovery);
+        return OK;
+    }
+    if (legacy_field(id, &kind, &link)) {
+        if (!g->nvlink_legacy || link >= (unsigned int)g->nvlink_count) return E_NOT_SUPPORTED;
+        struct link *k = &g->links[link];
+        unsigned long long v[4] = {k->crc, k->crc_data, k->replay, k->recovery};
+        put_ull(f, v[kind]);
+        return OK;
+    }
+    for (int k = 0; k < PCIE_N; k++) {
+        if (PCIE_FIELDS[k].field != id) continue;
+        if (!g->pcie_counters) return E_NOT_SUPPORTED;
+        put_ull(f, g->pcie[k]);
+        return OK;
+    }
+    return E_NOT_SUPPORTED;
+}
+
+EXPORT int nvmlDeviceGetFieldValues(nvmlDevice_t dev, int count, sim_field_value_t *values) {
+    GET_GPU(0);
+    if (count < 0 || (count > 0 && !values)) RETURN(E_INVALID_ARGUMENT);
+    long long now = realtime_us();
+    for (int i = 0; i < count; i++) {
+        values[i].timestamp = now;
+        values[i].latencyUsec = 0;
+        values[i].nvmlReturn = field_value(g, dev->gpu, &values[i]);
+    }
+    RETURN(OK);
+}
+
+/* The older per-link call: 1 while the link is up (active or asleep). */
+DEVICE_FN(nvmlDeviceGetNvLinkState, unsigned int link, unsigned int *is_active) {
+    GET_GPU(0);
+    if (g->nvlink_count <= 0) RETURN(E_NOT_SUPPORTED);
+    if (link >= (unsigned int)g->nvlink_count || !is_active) RETURN(E_INVALID_ARGUMENT);
+    *is_active = g->links[link].state == 1 || g->links[link].state == 2;
+    RETURN(OK);
+}
+
+/* ---- per-process utilisation ----
+ * The driver keeps a short history of samples per process; each call returns those newer than the caller's
+ * lastSeenTimeStamp (microseconds since 1970), or NOT_FOUND when there are none. Here every process_util line yields
+ * one sample per UTIL_PERIOD_US over the last UTIL_HISTORY periods, all with the scenario's figures. Not supported in
+ * MIG mode, as documented for the real calls. */
+#define UTIL_PERIOD_US 100000LL
+#define UTIL_HISTORY 50
+
+static unsigned int util_samples(struct gpu *g, unsigned long long last_seen, long long *newest, long long *oldest) {
+    *newest = realtime_us() / UTIL_PERIOD_US * UTIL_PERIOD_US;
+    long long from = *newest - (UTIL_HISTORY - 1) * UTIL_PERIOD_US;
+    if ((long long)last_seen >= from) from = ((long long)last_seen / UTIL_PERIOD_US + 1) * UTIL_PERIOD_US;
+    *oldest = from;
+    if (from > *newest || g->n_util == 0) return 0;
+    return (unsigned int)((*newest - from) / UTIL_PERIOD_US + 1) * (unsigned int)g->n_util;
+}
+
+DEVICE_FN(nvmlDeviceGetProcessUtilization, sim_proc_util_sample_t *samples, unsigned int *count,
+          unsigned long long last_seen) {
+    GET_GPU(0);
+    if (!count) RETURN(E_INVALID_ARGUMENT);
+    if (g->mig_mode) RETURN(E_NOT_SUPPORTED);
+    long long newest, t;
+    unsigned int n = util_samples(g, last_seen, &newest, &t), k = 0;
+    if (n == 0) RETURN(E_NOT_FOUND);
+    if (!samples || *count < n) {
+        *count = n;
+        RETURN(E_INSUFFICIENT_SIZE);
+    }
+    for (; t <= newest; t += UTIL_PERIOD_US) {
+        for (int i = 0; i < g->n_util; i++, k++) {
+            memset(&samples[k], 0, sizeof samples[k]);
+            samples[k].pid = g->util[i].pid;
+            samples[k].timeStamp = (unsigned long long)t;
+            samples[k].smUtil = g->util[i].sm;
+            samples[k].memUtil = g->util[i].mem;
+        }
+    }
+    *count = n;
+    RETURN(OK);
+}
+
+DEVICE_FN(nvmlDeviceGetProcessesUtilizationInfo, sim_procs_util_info_t *info) {
+    if (!valid_handle(dev) || !info) return E_INVALID_ARGUMENT;
+    if (info->version != PROCS_UTIL_INFO_V1) return E_ARGUMENT_VERSION_MISMATCH;
+    GET_GPU(0);
+    if (g->mig_mode) RETURN(E_NOT_SUPPORTED);
+    long long newest, t;
+    unsigned int n = util_samples(g, info->lastSeenTimeStamp, &newest, &t), k = 0;
+    if (n == 0) RETURN(E_NOT_FOUND);
+    if (!info->procUtilArray || info->processSamplesCount < n) {
+        info->processSamplesCount = n;
+        RETURN(E_INSUFFICIENT_SIZE);
+    }
+    for (; t <= newest; t += UTIL_PERIOD_US) {
+        for (int i = 0; i < g->n_util; i++, k++) {
+            sim_proc_util_info_t *s = &info->procUtilArray[k];
+            memset(s, 0, sizeof *s);
+            s->pid = g->util[i].pid;
+            s->timeStamp = (unsigned long long)t;
+            s->smUtil = g->util[i].sm;
+            s->memUtil = g->util[i].mem;
+        }
+    }
+    info->processSamplesCount = n;
+    RETURN(OK);
+}
+
+/* ---- GPM ----
+ * A sample records the moment it was taken and the activity the scenario gives at that moment (gpm.<name> for the
+ * whole GPU, gi.<id>.gpm.<name> for a GPU instance in MIG mode). nvmlGpmMetricsGet reports, for the window between
+ * two samples of the same GPU (or GPU instance), the mean of the two recorded figures: activity that changes between
+ * the samples shows as the average over the window, as counters read at both ends would. A metric a scenario sets
+ * to "-" is not offered by that GPU (NOT_SUPPORTED in its entry). In MIG mode the whole GPU cannot be sampled, only
+ * its GPU instances (an assumption of this stand-in; see README.md). */
+static int gi_present(struct gpu *g, unsigned int gi) {
+    for (int j = 0; j < MAX_MIG; j++)
+        if (g->migs[j].present && g->migs[j].gi == gi) return 1;
+    return 0;
+}
+
+static int valid_sample(nvmlGpmSample_t s) { return s && s->magic == GPM_SAMPLE_MAGIC; }
+
+DEVICE_FN(nvmlGpmQueryDeviceSupport, sim_gpm_support_t *support) {
+    if (!valid_handle(dev) || !support) return E_INVALID_ARGUMENT;
+    if (support->version != GPM_SUPPORT_VERSION) return E_ARGUMENT_VERSION_MISMATCH;
+    GET_GPU(0);
+    support->isSupportedDevice = g->gpm_supported ? 1 : 0;
+    RETURN(OK);
+}
+
+EXPORT int nvmlGpmSampleAlloc(nvmlGpmSample_t *sample) {
+    if (!sample) return E_INVALID_ARGUMENT;
+    ENTER(-1);
+    struct sim_gpm_sample *s = calloc(1, sizeof *s);
+    if (!s) RETURN(E_UNKNOWN);
+    s->magic = GPM_SAMPLE_MAGIC;
+    *sample = s;
+    RETURN(OK);
+}
+
+EXPORT int nvmlGpmSampleFree(nvmlGpmSample_t sample) {
+    if (!valid_sample(sample)) return E_INVALID_ARGUMENT;
+    ENTER(-1);
+    sample->magic = 0;
+    free(sample);
+    RETURN(OK);
+}
+
+static void take_sample(nvmlGpmSample_t s, int gpu, int gi, const double *values) {
+    s->taken = 1;
+    s->gpu = gpu;
+    s->gi = gi;
+    s->at_ns = monotonic_ns();
+    memcpy(s->values, values, sizeof s->values);
+}
+
+DEVICE_FN(nvmlGpmSampleGet, nvmlGpmSample_t sample) {
+    if (!valid_sample(sample)) return E_INVALID_ARGUMENT;
+    GET_GPU(0);
+    if (!g->gpm_supported || g->mig_mode) RETURN(E_NOT_SUPPORTED);
+    take_sample(sample, dev->gpu, -1, g->gpm);
+    RETURN(OK);
+}
+
+DEVICE_FN(nvmlGpmMigSampleGet, unsigned int gi, nvmlGpmSample_t sample) {
+    if (!valid_sample(sample)) return E_INVALID_ARGUMENT;
+    GET_GPU(0);
+    if (!g->gpm_supported) RETURN(E_NOT_SUPPORTED);
+    if (!g->mig_mode || gi >= MAX_GI) RETURN(E_INVALID_ARGUMENT);
+    if (!gi_present(g, gi)) RETURN(E_NOT_FOUND);
+    take_sample(sample, dev->gpu, (int)gi, g->gi_gpm[gi]);
+    RETURN(OK);
+}
+
+EXPORT int nvmlGpmMetricsGet(sim_gpm_metrics_get_t *get) {
+    if (!get) return E_INVALID_ARGUMENT;
+    if (get->version != GPM_METRICS_GET_VERSION) return E_ARGUMENT_VERSION_MISMATCH;
+    ENTER(-1);
+    nvmlGpmSample_t a = get->sample1, b = get->sample2;
+    if (!valid_sample(a) || !valid_sample(b) || !a->taken || !b->taken) RETURN(E_INVALID_ARGUMENT);
+    if (a->gpu != b->gpu || a->gi != b->gi || a->at_ns >= b->at_ns) RETURN(E_INVALID_ARGUMENT);
+    if (get->numMetrics > GPM_METRIC_MAX) RETURN(E_INVALID_ARGUMENT);
+    for (unsigned int i = 0; i < get->numMetrics; i++) {
+        sim_gpm_metric_t *m = &get->metrics[i];
+        m->nvmlReturn = E_NOT_SUPPORTED;
+        m->value = 0;
+        memset(&m->metricInfo, 0, sizeof m->metricInfo);
+        for (int k = 0; k < GPM_N; k++) {
+            if (GPM_METRICS[k].id != m->metricId) continue;
+            if (a->values[k] == GPM_NOT_OFFERED || b->values[k] == GPM_NOT_OFFERED) break;
+            m->nvmlReturn = OK;
+            m->value = (a->values[k] + b->values[k]) / 2;
+            m->metricInfo.shortName = GPM_METRICS[k].name;
+            m->metricInfo.longName = GPM_METRICS[k].name;
+            m->metricInfo.unit = GPM_METRICS[k].unit;
+            break;
+        }
+    }
     RETURN(OK);
 }

@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 from pai_monitoring.gpu.families import BuildInput, Health, gpu_families, health_families, memory_used_percent
 from pai_monitoring.gpu.metrics import ALL_SPECS
 from pai_monitoring.gpu.model import DeviceReading, NvmlStatus, Snapshot
+from pai_monitoring.gpu.profiling_families import ratio
 from pai_monitoring.gpu.supervisor import WorkerFailed, WorkerSupervisor
 from pai_monitoring.gpu.xid import XidLedger
 from pai_monitoring.runtime.collector import Collector, CollectorContext, CollectorOptions
@@ -94,6 +95,12 @@ def worker_deadline(timeout: float) -> float:
     return max(MIN_WORKER_DEADLINE_SECONDS, min(timeout - DEADLINE_MARGIN_SECONDS, timeout * 0.9))
 
 
+def sm_active_ratio(device: DeviceReading) -> float | None:
+    """The whole GPU's SM activity from GPM, 0-1, where it has one."""
+    values = dict(device.gpm.values) if device.gpm is not None else {}
+    return ratio(values["sm"]) if "sm" in values else None
+
+
 def gpu_state(snapshot: Snapshot) -> GpuState:
     """What the jobs collector needs: devices by index, minor number and UUID, and processes by GPU."""
     devices: list[GpuDevice] = []
@@ -115,9 +122,15 @@ def gpu_state(snapshot: Snapshot) -> GpuState:
                 memory_total_bytes=d.memory_total_bytes,
                 mig_device_uuids=tuple(m.uuid for m in d.mig_devices),
                 lost=d.lost,
+                sm_active_ratio=sm_active_ratio(d),
+                power_watts=d.power_milliwatts / 1000 if d.power_milliwatts is not None else None,
+                energy_joules=d.energy_millijoules / 1000 if d.energy_millijoules is not None else None,
             )
         )
-        processes.extend(GpuProcess(p.pid, minor, p.used_memory_bytes) for p in d.processes)
+        processes.extend(
+            GpuProcess(p.pid, minor, p.used_memory_bytes, p.sm_utilization_percent, p.memory_utilization_percent)
+            for p in d.processes
+        )
     return GpuState(devices=tuple(devices), processes=tuple(processes))
 
 

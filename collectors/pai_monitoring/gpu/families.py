@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 
 from pai_monitoring.gpu import metrics as m
 from pai_monitoring.gpu.model import NVML_STATUSES, DeviceReading, NvmlStatus, Snapshot, XidCount
+from pai_monitoring.gpu.profiling_families import profiling_families, ratio
 from pai_monitoring.runtime.metrics import MetricSpec
 
 # (NVML bit, our reason label, the original nvidia-smi XML tag) in nvidia-smi's XML order.
@@ -91,6 +92,7 @@ class _Families:
         self._by_name: dict[str, Any] = {}
 
     def add(self, spec: MetricSpec, labels: Mapping[str, str], value: float | None) -> None:
+        """Add a sample; a ``None`` value (not reported) adds nothing."""
         if value is None:
             return
         fam = self._by_name.get(spec.name)
@@ -191,17 +193,25 @@ def _device_families(
     out.add(m.ROW_REMAP_PENDING, ident, _flag(d.remapped_rows_pending))
     out.add(m.ROW_REMAP_FAILURE, ident, _flag(d.remapped_rows_failure))
     for proc in d.processes:
-        out.add(m.PROCESS_MEMORY, {**ident, "pid": str(proc.pid)}, proc.used_memory_bytes)
+        pid = {**ident, "pid": str(proc.pid)}
+        out.add(m.PROCESS_MEMORY, pid, proc.used_memory_bytes)
+        out.add(m.PROCESS_SM_UTILIZATION, pid, _ratio(proc.sm_utilization_percent))
+        out.add(m.PROCESS_MEMORY_UTILIZATION, pid, _ratio(proc.memory_utilization_percent))
     out.add(m.MIG_MODE, ident, _flag(d.mig_mode))
     for mig in d.mig_devices:
         mig_labels = {**ident, "mig_uuid": mig.uuid}
         ids = {"gpu_instance_id": _id(mig.gpu_instance_id), "compute_instance_id": _id(mig.compute_instance_id)}
         out.add(m.MIG_INSTANCE_INFO, {**mig_labels, **ids, "profile": mig.profile}, 1)
         out.add(m.MIG_INSTANCE_MEMORY, mig_labels, mig.memory_used_bytes)
+    profiling_families(out.add, d, ident)
 
 
 def _scaled(value: int | None, factor: float) -> float | None:
     return value * factor if value is not None else None
+
+
+def _ratio(percent: float | None) -> float | None:
+    return ratio(percent) if percent is not None else None
 
 
 def _flag(value: bool | None) -> int | None:

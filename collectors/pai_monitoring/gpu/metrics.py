@@ -15,6 +15,8 @@ from pai_monitoring.runtime.metrics import MetricSpec, MetricType
 
 M = "minor_number"
 NODE = "node_name"
+GI = "gpu_instance_id"
+"""The MIG GPU instance a profiling series covers; empty for the whole GPU."""
 IDENTITY = (NODE, "index", "uuid")
 """Labels every per-GPU family has besides its own."""
 
@@ -156,6 +158,132 @@ MIG_INSTANCE_MEMORY = _gpu(
     "pai_gpu_mig_instance_memory_used_bytes", "gauge", "Memory used on a MIG device, in bytes.", M, "mig_uuid"
 )
 
+# ---- profiling: NVML GPM (Hopper and newer), over the collector's interval; per GPU instance in MIG mode ----
+PROFILING_STATUS = _gpu(
+    "pai_gpu_profiling_status",
+    "gauge",
+    "1 for the reason the GPU (or GPU instance) has profiling series or not, 0 for the others: ok, first_sample (the "
+    "first of two samples was just taken), mig_mode (the whole GPU is not profiled in MIG mode, its GPU instances "
+    "are), unsupported_gpu (no GPM before Hopper), unsupported_driver (a driver without GPM), error.",
+    M,
+    GI,
+    "status",
+)
+GRAPHICS_ENGINE_ACTIVE = _gpu(
+    "pai_gpu_graphics_engine_active_ratio",
+    "gauge",
+    "Fraction of the interval in which the graphics or compute engine was busy (0-1; DCGM's GR_ENGINE_ACTIVE).",
+    M,
+    GI,
+)
+SM_ACTIVE = _gpu(
+    "pai_gpu_sm_active_ratio",
+    "gauge",
+    "Fraction of the interval in which the streaming multiprocessors had work, averaged over all SMs (0-1; DCGM's "
+    "SM_ACTIVE): unlike nvidiasmi_utilization_gpu, a kernel on few SMs counts little.",
+    M,
+    GI,
+)
+SM_OCCUPANCY = _gpu(
+    "pai_gpu_sm_occupancy_ratio",
+    "gauge",
+    "Resident warps as a fraction of the most the SMs can hold, averaged over the interval (0-1; DCGM's SM_OCCUPANCY).",
+    M,
+    GI,
+)
+DRAM_ACTIVE = _gpu(
+    "pai_gpu_dram_active_ratio",
+    "gauge",
+    "Device memory bandwidth used as a fraction of the maximum over the interval (0-1; DCGM's DRAM_ACTIVE).",
+    M,
+    GI,
+)
+PIPE_ACTIVE = _gpu(
+    "pai_gpu_pipe_active_ratio",
+    "gauge",
+    "Fraction of the interval in which the SMs' pipe was busy (0-1): tensor (tensor cores, any precision), "
+    "tensor_hmma (FP16/BF16), tensor_imma (integer), tensor_dfma and tensor_dmma (FP64), fp64, fp32, fp16 and "
+    "integer (non-tensor); only the pipes the GPU reports.",
+    M,
+    GI,
+    "pipe",
+)
+PCIE_THROUGHPUT = _gpu(
+    "pai_gpu_pcie_throughput_bytes_per_second",
+    "gauge",
+    "PCIe traffic over the interval in bytes per second; direction transmit (from the GPU) or receive (to it).",
+    M,
+    GI,
+    "direction",
+)
+NVLINK_THROUGHPUT = _gpu(
+    "pai_gpu_nvlink_throughput_bytes_per_second",
+    "gauge",
+    "NVLink traffic of all the GPU's links over the interval in bytes per second; direction transmit or receive.",
+    M,
+    GI,
+    "direction",
+)
+
+# ---- NVLink and PCIe counters (NVML field values) ----
+NVLINK_UP = _gpu(
+    "pai_gpu_nvlink_link_up",
+    "gauge",
+    "1 while the NVLink is active (or asleep in its low-power state), 0 when it is down.",
+    M,
+    "link",
+)
+NVLINK_ERRORS = _gpu(
+    "pai_gpu_nvlink_errors_total",
+    "counter",
+    "NVLink errors over all the GPU's links since the driver loaded, by type: crc (flit CRC, Hopper's data-link CRC), "
+    "crc_data (before Hopper), replay (retransmissions), recovery (link retraining). `nvidia-smi nvlink -e` names the "
+    "link.",
+    M,
+    "type",
+)
+NVLINK_DATA = _gpu(
+    "pai_gpu_nvlink_data_bytes_total",
+    "counter",
+    "NVLink data (without protocol overhead) over all the GPU's links since the driver loaded, in bytes; direction "
+    "transmit or receive.",
+    M,
+    "direction",
+)
+PCIE_ERRORS = _gpu(
+    "pai_gpu_pcie_errors_total",
+    "counter",
+    "Errors on the GPU's PCIe link since the driver loaded, by type (correctable, receiver, bad_tlp, bad_dllp, lcrc, "
+    "nak_received, nak_sent, replay_rollover, l0_to_recovery, non_fatal, fatal, unsupported_request; drivers from "
+    "R535).",
+    M,
+    "type",
+)
+PCIE_DATA = _gpu(
+    "pai_gpu_pcie_data_bytes_total",
+    "counter",
+    "PCIe bytes since the driver loaded; direction transmit (from the GPU) or receive (drivers from R555).",
+    M,
+    "direction",
+)
+
+# ---- per process ----
+PROCESS_SM_UTILIZATION = _gpu(
+    "pai_gpu_process_sm_utilization_ratio",
+    "gauge",
+    "Fraction of the interval in which a process's kernels ran on the GPU (0-1), the mean of the driver's samples of "
+    "the process; absent in MIG mode and where the driver has no per-process utilisation.",
+    M,
+    "pid",
+)
+PROCESS_MEMORY_UTILIZATION = _gpu(
+    "pai_gpu_process_memory_utilization_ratio",
+    "gauge",
+    "Fraction of the interval in which a process read or wrote device memory (0-1), as for the SM figure.",
+    M,
+    "pid",
+)
+
 # ---- the collector's own health: exported on every collection, also while NVML fails or hangs ----
 NVML_STATUS = _node(
     "pai_gpu_nvml_status",
@@ -229,5 +357,20 @@ GPU_SPECS: tuple[MetricSpec, ...] = (
     MIG_MODE,
     MIG_INSTANCE_INFO,
     MIG_INSTANCE_MEMORY,
+    PROCESS_SM_UTILIZATION,
+    PROCESS_MEMORY_UTILIZATION,
+    PROFILING_STATUS,
+    GRAPHICS_ENGINE_ACTIVE,
+    SM_ACTIVE,
+    SM_OCCUPANCY,
+    DRAM_ACTIVE,
+    PIPE_ACTIVE,
+    PCIE_THROUGHPUT,
+    NVLINK_THROUGHPUT,
+    NVLINK_UP,
+    NVLINK_ERRORS,
+    NVLINK_DATA,
+    PCIE_ERRORS,
+    PCIE_DATA,
 )
 ALL_SPECS: tuple[MetricSpec, ...] = HEALTH_SPECS + GPU_SPECS

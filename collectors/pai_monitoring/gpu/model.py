@@ -12,6 +12,19 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 NvmlStatus = Literal["ok", "library_not_found", "driver_not_loaded", "error", "timeout"]
+GpmStatus = Literal["ok", "first_sample", "mig_mode", "unsupported_gpu", "unsupported_driver", "error"]
+GPM_STATUSES: tuple[GpmStatus, ...] = (
+    "ok",
+    "first_sample",
+    "mig_mode",
+    "unsupported_gpu",
+    "unsupported_driver",
+    "error",
+)
+"""Why a GPU (or GPU instance) has profiling metrics or not. ``first_sample``: the first of the two samples GPM needs
+was just taken (the first collection of a worker); ``mig_mode``: the whole GPU is not sampled in MIG mode, its GPU
+instances are; ``unsupported_gpu``: a GPU without GPM (before Hopper); ``unsupported_driver``: a driver library without
+the GPM calls; ``error``: NVML refused the sample or the metrics."""
 NVML_STATUSES: tuple[NvmlStatus, ...] = ("ok", "library_not_found", "driver_not_loaded", "error", "timeout")
 """``timeout``: NVML did not answer within the deadline (the worker was killed, or a killed one is still stuck)."""
 
@@ -22,6 +35,28 @@ class ProcessReading(NamedTuple):
     pid: int
     used_memory_bytes: int | None
     graphics: bool = False
+    sm_utilization_percent: float | None = None
+    """Mean SM utilisation of the driver's samples of this process since the previous collection (0 when it has none
+    newer); ``None`` where the driver does not report per-process utilisation (MIG mode, old drivers)."""
+    memory_utilization_percent: float | None = None
+    """The same for the memory controller (time the process read or wrote device memory)."""
+
+
+class GpmReading(NamedTuple):
+    """Profiling metrics of a GPU or GPU instance from NVML GPM, over the window between two collections."""
+
+    status: GpmStatus
+    values: tuple[tuple[str, float], ...] = ()
+    """(metric key of :data:`pai_monitoring.gpu.profiling.GPM_KEYS`, value in NVML's unit: percent or MiB/s) for each
+    metric the GPU offers."""
+
+
+class NvLinkReading(NamedTuple):
+    """The state of one NVLink of a GPU, from NVML field values."""
+
+    link: int
+    up: bool
+    """True while the link is active (or asleep in its low-power state)."""
 
 
 class MigReading(NamedTuple):
@@ -76,6 +111,22 @@ class DeviceReading(NamedTuple):
     processes: tuple[ProcessReading, ...] = ()
     processes_listed: bool = True
     """False when the driver would not list the GPU's processes (so an empty ``processes`` means nothing)."""
+    gpm: GpmReading | None = None
+    """Profiling metrics of the whole GPU; ``None`` when they were not asked for."""
+    instance_gpm: tuple[tuple[int, GpmReading], ...] = ()
+    """Profiling metrics per GPU instance id, in MIG mode."""
+    nvlinks: tuple[NvLinkReading, ...] = ()
+    nvlink_errors: tuple[tuple[str, int], ...] = ()
+    """(error type of :data:`pai_monitoring.gpu.profiling.NVLINK_ERROR_TYPES`, count over all links since the driver
+    loaded)."""
+    nvlink_tx_kib: int | None = None
+    nvlink_rx_kib: int | None = None
+    """Data sent and received over all NVLinks since the driver loaded, in KiB (NVML's unit)."""
+    pcie_errors: tuple[tuple[str, int], ...] = ()
+    """(error type of :data:`pai_monitoring.gpu.profiling.PCIE_ERROR_TYPES`, count since the driver loaded)."""
+    pcie_tx_bytes: int | None = None
+    pcie_rx_bytes: int | None = None
+    """PCIe bytes sent and received since the driver loaded (drivers from R555)."""
 
 
 class XidCount(NamedTuple):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pynvml
 
+from pai_monitoring.gpu.calls import CallCounter
+from pai_monitoring.gpu.fields import FieldReader
+from pai_monitoring.gpu.gpm import GpmSampler
 from pai_monitoring.gpu.model import DeviceReading, MigReading, ProcessReading, Snapshot, XidCount
+from pai_monitoring.gpu.process_util import ProcessUtilReader, Utilization
 from pai_monitoring.gpu.worker_log import log
 
 PSTATE_UNKNOWN = 32
@@ -56,35 +59,22 @@ def mig_profile(name: str) -> str:
     return profile.strip() if sep else name
 
 
+def with_utilization(
+    processes: tuple[ProcessReading, ...], utilization: dict[int, Utilization] | None
+) -> tuple[ProcessReading, ...]:
+    """The processes with their utilisation; a listed process without samples since the last collection ran 0 %."""
+    if utilization is None:
+        return processes
+    idle = Utilization(0.0, 0.0)
+    return tuple(
+        p._replace(sm_utilization_percent=u.sm_percent, memory_utilization_percent=u.memory_percent)
+        for p, u in ((p, utilization.get(p.pid, idle)) for p in processes)
+    )
+
+
 def handle_key(handle: Any) -> int:
     """A device handle's address, to recognise the device an event came from."""
     return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
-
-
-class CallCounter:
-    """Makes NVML calls, counting them and the time spent inside the library."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.seconds = 0.0
-
-    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self.calls += 1
-        start = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def optional(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """The call's result, or ``None`` where the GPU does not support it. A lost GPU still raises."""
-        try:
-            return self(fn, *args)
-        except pynvml.NVMLError_GpuIsLost:
-            raise
-        except pynvml.NVMLError as exc:
-            log.debug("%s: %s", getattr(fn, "__name__", fn), exc)
-            return None
 
 
 class XidWatcher:
@@ -146,6 +136,9 @@ class NvmlSession:
         self._use_event_reasons = True
         self._use_memory_v2 = MEMORY_V2 is not None
         self._xid: XidWatcher | None = None
+        self._gpm = GpmSampler()
+        self._fields = FieldReader()
+        self._process_util = ProcessUtilReader()
 
     def _init(self) -> Snapshot | None:
         """Initialise NVML; a snapshot describing the failure when it cannot be."""
@@ -188,6 +181,7 @@ class NvmlSession:
             return Snapshot(status="error", detail=f"nvmlDeviceGetCount: {exc}")
         handles: dict[int, Any] = {}
         devices = tuple(self._read_device(counter, index, handles) for index in range(count))
+        self._gpm.end_cycle()
         if self._xid is None:
             self._start_xid_watcher(handles, devices)
         return Snapshot(
@@ -206,6 +200,7 @@ class NvmlSession:
             handles[index] = handle
             return self._read_handle(call, index, handle)
         except pynvml.NVMLError_GpuIsLost:
+            self._gpm.forget_device(index)
             return DeviceReading(
                 index=index, lost=True, minor_number=self._minor_cache.get(index), uuid=self._uuid_cache.get(index)
             )
@@ -274,6 +269,12 @@ class NvmlSession:
         mig_mode = opt(pynvml.nvmlDeviceGetMigMode, handle)
         mig_on = bool(mig_mode[0]) if mig_mode is not None else None
         processes, listed = self._read_processes(call, handle)
+        if listed and not mig_on:
+            processes = with_utilization(processes, self._process_util.read(call, index, handle))
+        migs = self._read_mig(call, handle) if mig_on else ()
+        instances = (m.gpu_instance_id for m in migs if m.gpu_instance_id is not None)
+        gpm, instance_gpm = self._gpm.read(call, index, handle, mig_on, instances)
+        fields = self._fields.read(call, index, str(uuid) if uuid is not None else None, handle)
         return DeviceReading(
             index=index,
             minor_number=int(minor) if minor is not None else None,
@@ -304,9 +305,18 @@ class NvmlSession:
             clock_event_reasons=self._clock_event_reasons(call, handle),
             performance_state=int(pstate) if pstate is not None and int(pstate) != PSTATE_UNKNOWN else None,
             mig_mode=mig_on,
-            mig_devices=self._read_mig(call, handle) if mig_on else (),
+            mig_devices=migs,
             processes=processes,
             processes_listed=listed,
+            gpm=gpm,
+            instance_gpm=instance_gpm,
+            nvlinks=fields.nvlinks,
+            nvlink_errors=fields.nvlink_errors,
+            nvlink_tx_kib=fields.nvlink_tx_kib,
+            nvlink_rx_kib=fields.nvlink_rx_kib,
+            pcie_errors=fields.pcie_errors,
+            pcie_tx_bytes=fields.pcie_tx_bytes,
+            pcie_rx_bytes=fields.pcie_rx_bytes,
         )
 
     def _read_processes(self, call: CallCounter, handle: Any) -> tuple[tuple[ProcessReading, ...], bool]:
@@ -355,6 +365,7 @@ class NvmlSession:
         if self._xid is not None:
             self._xid.stop()
         if self.initialised:
+            self._gpm.close()
             try:
                 pynvml.nvmlShutdown()
             except pynvml.NVMLError as exc:

@@ -84,13 +84,66 @@ def percent(part: float | None, whole: float | None) -> float | None:
     return None if part is None or not whole else part / whole * 100
 
 
+JobKey = tuple[str, ...]
+"""A job's task labels, in :data:`~.identity.TASK_LABELS` order."""
+
+
+def job_gpu_utilization(group: list[Observation], minor: str, sm: bool = True) -> float | None:
+    """The utilisation (percent) of a job's own processes on one GPU, SM or memory: the sum of NVML's per-process
+    figures; 0 without a process there; ``None`` when the driver gives no figure for one of them (MIG mode)."""
+    total = 0.0
+    for process in (p for o in group for p in o.gpu_processes if p.minor_number == minor):
+        figure = process.sm_utilization_percent if sm else process.memory_utilization_percent
+        if figure is None:
+            return None
+        total += figure
+    return total
+
+
+def gpu_shares(holders: dict[JobKey, float | None]) -> dict[JobKey, float]:
+    """How the jobs holding one GPU share it: by their SM utilisation, equally when none ran kernels or one of the
+    figures is unknown (holding an idle GPU costs its idle power, whoever holds it)."""
+    figures = list(holders.values())
+    known = [f for f in figures if f is not None]
+    total = sum(known)
+    if len(known) == len(figures) and total > 0:
+        return {key: (figure or 0.0) / total for key, figure in holders.items()}
+    return {key: 1 / len(holders) for key in holders}
+
+
 class Rates:
     """The previous cycle's samples of the values the original exported as rates (CPU percent, network bytes per
-    second): the one place that remembers anything between cycles."""
+    second), and of each GPU's energy with the joules given to each job: the one place that remembers anything
+    between cycles."""
 
     def __init__(self) -> None:
         self._cpu: dict[str, tuple[float, float]] = {}
         self._net: dict[str, tuple[float, int, int]] = {}
+        self._gpu_energy: dict[str, float] = {}
+        self._job_joules: dict[tuple[JobKey, str], float] = {}
+
+    def gpu_energy(self, groups: dict[JobKey, list[Observation]], state: GpuState) -> dict[tuple[JobKey, str], float]:
+        """Joules given to each job on each GPU it holds (by minor number), since it was first seen there: each
+        GPU's energy since the previous cycle split by :func:`gpu_shares`. A counter that went back (the driver was
+        reloaded) gives nothing for that interval; jobs and GPUs no longer seen are forgotten."""
+        holders: dict[str, dict[JobKey, float | None]] = {}
+        for key, group in groups.items():
+            for minor in frozenset().union(*(o.gpus for o in group)):
+                holders.setdefault(minor, {})[key] = job_gpu_utilization(group, minor)
+        energy: dict[str, float] = {}
+        joules: dict[tuple[JobKey, str], float] = {}
+        for device in state.devices:
+            if device.lost or device.energy_joules is None:
+                continue
+            ident = device.uuid or device.minor_number
+            energy[ident] = device.energy_joules
+            before = self._gpu_energy.get(ident)
+            spent = device.energy_joules - before if before is not None and device.energy_joules >= before else 0.0
+            for key, share in gpu_shares(holders.get(device.minor_number, {})).items():
+                slot = (key, device.minor_number)
+                joules[slot] = self._job_joules.get(slot, 0.0) + spent * share
+        self._gpu_energy, self._job_joules = energy, joules
+        return joules
 
     def cycle(
         self, observations: list[Observation], now: float
@@ -241,12 +294,21 @@ def _gpu_order(minor: str) -> tuple[int, str]:
     return len(minor), minor
 
 
-def _job_gpus(groups: dict[tuple[str, ...], list[Observation]], state: GpuState) -> Iterator[Metric]:
-    """``task_gpu_*``: per job and GPU, the card's utilisation and memory use, and the memory of the job's own
-    processes on it."""
+def _ratio(percent: float | None) -> float | None:
+    return None if percent is None else min(1.0, max(0.0, percent / 100))
+
+
+def _job_gpus(
+    groups: dict[JobKey, list[Observation]], state: GpuState, joules: dict[tuple[JobKey, str], float]
+) -> Iterator[Metric]:
+    """``task_gpu_*``: per job and GPU, the card's utilisation and memory use, the memory and utilisation of the
+    job's own processes on it, and the GPU energy given to the job."""
     busy = m.TASK_GPU_PERCENT.family()
     mem_percent = m.TASK_GPU_MEM_PERCENT.family()
     memory = m.TASK_GPU_MEMORY.family()
+    sm_share = m.TASK_GPU_SM_UTILIZATION.family()
+    memory_share = m.TASK_GPU_MEMORY_UTILIZATION.family()
+    energy = m.TASK_GPU_ENERGY.family()
     devices = {d.minor_number: d for d in state.devices}
     for labels, group in groups.items():
         for minor in sorted(frozenset().union(*(o.gpus for o in group)), key=_gpu_order):
@@ -258,7 +320,13 @@ def _job_gpus(groups: dict[tuple[str, ...], list[Observation]], state: GpuState)
                 mem_percent.add_metric(row, device.memory_used_percent)
             held = (p.used_memory_bytes or 0 for o in group for p in o.gpu_processes if p.minor_number == minor)
             memory.add_metric(row, sum(held))
-    yield from (busy, mem_percent, memory)
+            for family, sm in ((sm_share, True), (memory_share, False)):
+                share = _ratio(job_gpu_utilization(group, minor, sm))
+                if share is not None:
+                    family.add_metric(row, share)
+            if (labels, minor) in joules:
+                energy.add_metric(row, joules[(labels, minor)])
+    yield from (busy, mem_percent, memory, sm_share, memory_share, energy)
 
 
 def jobs(
@@ -270,7 +338,7 @@ def jobs(
 ) -> Iterator[Metric]:
     """The ``task_*``, ``task_info`` and ``service_*`` families (and ``task_gpu_*`` with fresh GPU data)."""
     cpu, net = rates.cycle(observations, now)
-    tasks: dict[tuple[str, ...], list[Observation]] = {}
+    tasks: dict[JobKey, list[Observation]] = {}
     services: dict[str, list[Observation]] = {}
     info = m.TASK_INFO.family()
     for obs in observations:
@@ -292,7 +360,7 @@ def jobs(
     yield from task_families.by_name.values()
     yield info
     if gpu_state is not None:
-        yield from _job_gpus(tasks, gpu_state)
+        yield from _job_gpus(tasks, gpu_state, rates.gpu_energy(tasks, gpu_state))
     yield from service_families.by_name.values()
 
 

@@ -90,6 +90,29 @@ TASK_GPU_MEMORY = _task(
     "GPU memory in bytes held by the job's own processes on this GPU, as NVML reports per process.",
     TASK_GPU_LABELS,
 )
+TASK_GPU_SM_UTILIZATION = _task(
+    "task_gpu_sm_utilization_ratio",
+    "gauge",
+    "Share of the GPU collector's interval in which the job's own processes ran kernels on this GPU (0-1), from "
+    "NVML's per-process figures: on a GPU that jobs share, each job's own. Absent where the driver has no "
+    "per-process figures (MIG mode).",
+    TASK_GPU_LABELS,
+)
+TASK_GPU_MEMORY_UTILIZATION = _task(
+    "task_gpu_memory_utilization_ratio",
+    "gauge",
+    "Share of the interval in which the job's own processes read or wrote this GPU's memory (0-1), as for the SM "
+    "figure.",
+    TASK_GPU_LABELS,
+)
+TASK_GPU_ENERGY = _task(
+    "task_gpu_energy_joules_total",
+    "counter",
+    "GPU energy attributed to the job since this exporter first saw it on the GPU, in joules: the GPU's energy of "
+    "each interval split between the jobs holding it by their SM utilisation, equally when none ran kernels or the "
+    "driver has no per-process figures.",
+    TASK_GPU_LABELS,
+)
 TASK_INFO = MetricSpec(
     "task_info",
     "gauge",
@@ -184,7 +207,16 @@ TASK_SPECS = (
     TASK_NET_RX,
     TASK_NET_TX,
 )
-GPU_SPECS = (TASK_GPU_PERCENT, TASK_GPU_MEM_PERCENT, TASK_GPU_MEMORY, GPU_EXTERNAL, GPU_ZOMBIE)
+GPU_SPECS = (
+    TASK_GPU_PERCENT,
+    TASK_GPU_MEM_PERCENT,
+    TASK_GPU_MEMORY,
+    TASK_GPU_SM_UTILIZATION,
+    TASK_GPU_MEMORY_UTILIZATION,
+    TASK_GPU_ENERGY,
+    GPU_EXTERNAL,
+    GPU_ZOMBIE,
+)
 SERVICE_SPECS = (
     SERVICE_CPU_PERCENT,
     SERVICE_MEM_USAGE,

@@ -100,6 +100,21 @@ def scenario(tmp_path: Path, nvml_sim_lib: Path, monkeypatch: pytest.MonkeyPatch
 
 MakeCollector = Callable[..., GpuCollector]
 
+# GPM needs 100 ms between two samples (and serves the previous window's figures to a collection that comes sooner):
+# the collector runs at an interval of seconds. Tests that look at profiling figures collect no faster than this.
+PROFILING_WINDOW_SECONDS = 0.1
+_last_collection: dict[int, float] = {}
+
+
+def collect_paced(collector: GpuCollector) -> list[Metric]:
+    """One collection, at least GPM's shortest window after this collector's previous one (as at any real interval)."""
+    previous = _last_collection.get(id(collector))
+    if previous is not None:
+        time.sleep(max(0.0, previous + PROFILING_WINDOW_SECONDS - time.monotonic()))
+    found = list(collector.collect())
+    _last_collection[id(collector)] = time.monotonic()
+    return found
+
 
 @pytest.fixture
 def make_collector() -> Iterator[MakeCollector]:

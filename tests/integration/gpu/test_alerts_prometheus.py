@@ -219,3 +219,22 @@ def test_corrected_ecc_errors_at_a_high_rate_page_a_high_total_does_not(tmp_path
             node.scenario.write(base + f"gpu.0.ecc.corrected = {corrected}\n")
             time.sleep(POLL_S)
         assert prometheus.matching_alerts("GpuEccCorrectedErrorsHigh", labels={**node.labels, "index": "1"}) == []
+
+
+def test_nvlink_errors_that_keep_coming_page_an_old_total_does_not(tmp_path: Path, make_node: Nodes) -> None:
+    """GpuNvlinkErrorsRising on the collector's own series: GPU 0's link 7 keeps failing, GPU 1 has old errors."""
+    base = gpus(2) + "gpu.0.nvlink.count = 18\ngpu.1.nvlink.count = 18\ngpu.1.nvlink.3.replay = 4000\n"
+    node = make_node("gpu-it-nvlink", base)
+    # Factor 240: the rule's hour is 15 s, its 15 minutes 3.75 s.
+    with prometheus_for(tmp_path, [node], factor=240) as prometheus:
+        prometheus.wait_for_series(f'pai_gpu_nvlink_errors_total{{node_name="{node.name}",type="replay"}}', WAIT_S)
+        errors = 0
+        deadline = time.monotonic() + WAIT_S
+        while not firing(prometheus, "GpuNvlinkErrorsRising", node, index="0"):
+            assert time.monotonic() < deadline, prometheus.alerts()
+            errors += 5
+            node.scenario.write(base + f"gpu.0.nvlink.7.crc = {errors}\n")
+            time.sleep(POLL_S)
+        alert = prometheus.matching_alerts("GpuNvlinkErrorsRising", "firing", {**node.labels, "index": "0"})[0]
+        assert alert["labels"]["uuid"] == "GPU-00000000-1111-2222-3333-444444444444"
+        assert prometheus.matching_alerts("GpuNvlinkErrorsRising", labels={**node.labels, "index": "1"}) == []

@@ -9,19 +9,19 @@ import os
 
 import pytest
 
-from tests.integration.gpu.conftest import FIXTURES, MakeCollector, Scenario, render
+from tests.integration.gpu.conftest import FIXTURES, MakeCollector, Scenario, collect_paced, render
 from tests.support.promtool import promtool_findings
 
 pytestmark = pytest.mark.integration
 
-SCENARIOS = ["eight", "mixed"]
+SCENARIOS = ["eight", "mixed", "hopper"]
 
 
 def exposition(scenario: Scenario, make_collector: MakeCollector, name: str) -> str:
     scenario.write((FIXTURES / "scenarios" / f"{name}.conf").read_text())
     collector = make_collector(configured_count=8, clock=lambda: 1_700_000_000.0)  # a fixed "last success"
-    collector.collect()  # the first pass records minor numbers of GPUs that get lost later
-    return render(collector.collect())
+    collect_paced(collector)  # the first pass records minor numbers of GPUs lost later and takes GPM's first sample
+    return render(collect_paced(collector))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
