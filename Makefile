@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
+# Ansible, molecule and the Ansible linters (tests/hosts/setup.sh)
+ANSIBLE_VENV := .cache/molecule-venv
 UNIT_MARKERS := not integration and not molecule and not e2e and not gpu_hardware
 
 .PHONY: help deps hosts lintenv check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel wheelhouse collection clean
@@ -11,8 +13,8 @@ UNIT_MARKERS := not integration and not molecule and not e2e and not gpu_hardwar
 help:
 	@echo "make demo       sandbox cluster on this machine, deployed by playbooks/site.yml"
 	@echo "make demo-down  remove the sandbox"
-	@echo "make test       everything: lint, types, unit, rules, integration, molecule, end-to-end"
-	@echo "make check      the fast tier: lint, types, unit and rule tests"
+	@echo "make test       everything: lint, types, unit, rules, integration, molecule, end-to-end (with a time table)"
+	@echo "make check      the fast tier: lint (Python, YAML, Ansible), types, unit and rule tests"
 	@echo "make docs       regenerate docs/metrics.md and docs/alerts.md"
 	@echo "make bench      benchmarks (figures, not pass/fail)"
 	@echo "make wheelhouse dist/wheelhouse: the wheels the hosts install, for their Python (3.11, 3.13)"
@@ -21,29 +23,34 @@ help:
 deps:
 	tools/bootstrap.sh
 
-# systemd guest image, molecule virtualenv, wheelhouse (needed by the lint, molecule and end-to-end stages)
+# systemd guest images, Ansible virtualenv, wheelhouse, ssh client configuration (molecule and end-to-end stages)
 hosts: deps
 	tests/hosts/setup.sh
 
-lint: deps
+lint: deps lintenv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(ANSIBLE_VENV)/bin/yamllint --strict .
+	PATH="$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH" ANSIBLE_ROLES_PATH="$(CURDIR)/roles" \
+	  ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/.cache/collections" \
+	  ANSIBLE_HOME="$(CURDIR)/.cache/ansible-home" NO_COLOR=1 PY_COLORS=0 \
+	  $(ANSIBLE_VENV)/bin/ansible-lint --profile production --nocolor --offline
 
 types: deps
 	$(VENV)/bin/mypy
 
-unit: deps
+unit: deps lintenv
 	$(PYTEST) -m "$(UNIT_MARKERS)"
 
 docs: deps
 	$(PY) -m pai_monitoring.metrics_doc docs/metrics.md
 	$(PY) tools/gen_alerts_doc.py
 
-# the fast tier needs only the Ansible virtualenv (for ansible-lint and yamllint), not the guest image
-lintenv: deps
+# the fast tier needs only the Ansible virtualenv (linters, local preflight plays), not the guest images
+lintenv:
 	tests/hosts/setup.sh --venv-only
 
-check: lintenv lint types unit
+check: lint types unit
 
 integration: deps
 	$(PYTEST) -m integration
@@ -52,11 +59,14 @@ molecule: hosts
 	tests/hosts/run-molecule.sh
 
 e2e: hosts
-	$(PYTEST) -m e2e tests/e2e
+	$(PYTEST) -m e2e --capture=tee-sys tests/e2e
 
-test: check integration molecule e2e
+# Each stage in turn, then a table of the wall and CPU time each took (tools/stages.sh; also in .cache/stages.md).
+test:
+	tools/stages.sh hosts check integration molecule e2e
 
-demo: hosts
+# The sandbox prepares this machine itself (tests/hosts/setup.sh, its first timed phase): no .venv needed.
+demo:
 	sandbox/demo.sh up
 
 demo-down:

@@ -63,8 +63,8 @@ def harness(api_url: str, page_size: int, watch: bool, cycles: int, gap: float) 
 
     with tempfile.NamedTemporaryFile("w", suffix=".token", delete=False) as token:
         token.write("bench")
-    # The harness starts each collection itself; long interval and timeout keep the runtime from discarding the
-    # first collection (the initial list) on a loaded machine.
+    # The harness starts each collection itself; long interval and timeout keep the runtime's expiry (2 x (interval
+    # + timeout)) from discarding the first collection (the initial list) on a loaded machine.
     options = KubernetesOptions(
         api_url=api_url, token_file=Path(token.name), page_size=page_size, interval=600, timeout=600,
         request_timeout=60, watch=watch,

@@ -1,7 +1,9 @@
 """A sandbox cluster of real systemd hosts on this machine, deployed with the site playbook.
 
-The sandbox is a control/monitoring guest and GPU-node guests: podman containers that boot systemd from
-``localhost/bookworm-systemd:latest`` (built by ``tests/hosts/setup.sh``) on a podman network of their own. The GPU
+The sandbox is a control/monitoring guest and GPU-node guests: podman containers that boot systemd from the guest
+images ``tests/hosts/setup.sh`` builds (Debian 12; the second GPU node Debian 13, so that both supported releases run
+in every sandbox) on a podman network of their own. Ansible reaches them over ssh (``.cache/ssh/config``: the
+guest's sshd is started per connection through ``podman exec``). The GPU
 nodes get the simulated NVML library (``sim/nvml/``, a stand-in for GPUs) and a few running jobs in Slurm-style
 cgroups; the control guest runs the Kubernetes API stand-in (``sim/kube_apiserver/``), VictoriaMetrics as a
 ``remote_write`` target and a small webhook receiver that records what Alertmanager sends. Everything else is
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,13 +30,26 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE = "localhost/bookworm-systemd:latest"
+# The guest images of tests/hosts/setup.sh, one per supported Debian release.
+IMAGES = {"bookworm": "localhost/bookworm-systemd:latest", "trixie": "localhost/trixie-systemd:latest"}
+DEFAULT_RELEASE = "bookworm"
+# GPU nodes (by index) that run Debian 13: the second one, so that every sandbox has both releases.
+TRIXIE_GPU_INDEXES = frozenset({1})
+SSH_CONFIG = REPO / ".cache" / "ssh" / "config"
+# Kernel command line of the guests' systemd: the cgroup v1 hierarchies of this machine (jobs get cgroups in each
+# controller, as under Slurm; Debian 13's systemd 257 needs the force flag for them), no getty on the host's tty1
+# (a privileged guest sees /dev/tty1).
+GUEST_SYSTEMD_CMDLINE = (
+    "systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1 "
+    "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 systemd.mask=getty@tty1.service"
+)
+ANSIBLE_BIN = REPO / ".cache" / "molecule-venv" / "bin"
 HTTP_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 120.0
 PLAYBOOK_TIMEOUT_S = 1200.0
@@ -64,6 +80,46 @@ JOBS: dict[int, tuple[tuple[int, str, str, str, str, bool], ...]] = {
 }
 
 
+# The shipped GpuXidFatalError with a window of 30 s instead of an hour (tests/unit/test_sandbox_inventory.py
+# checks that it is the shipped expression otherwise).
+XID_FATAL_EXPR = """\
+(time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30)
+  * on (instance, minor_number) group_left (job_name, username) instance_minor_number:task_gpu_percent:jobs
+or on (instance, minor_number)
+(time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30)"""
+
+
+def alert_overrides() -> dict[str, dict[str, Any]]:
+    """``prometheus_alert_overrides`` of the sandbox: the faults the e2e tier injects fire and resolve in seconds,
+    and what a healthy sandbox cannot satisfy is off, each with the reason."""
+    short_for = {"for": "10s"}
+    # The injected faults' alerts that hold through data gaps (keep_firing_for: 10m in the shipped rules) hold for
+    # 10 s here, so that they resolve within the test's timeouts.
+    short_for_and_hold = {"for": "10s", "keep_firing_for": "10s"}
+    # Alerts that a healthy sandbox cannot satisfy, and why. Each is off in the sandbox only; everywhere else it
+    # means what it says. The guests are containers on this machine and share its kernel:
+    sandbox_cannot_satisfy: dict[str, dict[str, Any]] = {
+        # the kernel's clock state is this machine's, which does not synchronise its clock;
+        "NodeClockNotSynchronising": {"enabled": False},
+        # node_vmstat_oom_kill counts OOM kills of the whole machine, so every guest reports any OOM kill of
+        # any other work on it;
+        "NodeOomKillDetected": {"enabled": False},
+        # /proc/stat is the machine's, and the other work on it (builds, tests of other worktrees) keeps its
+        # CPUs busy for minutes at a time.
+        "NodeCPUUsage": {"enabled": False},
+    }
+    return {
+        **sandbox_cannot_satisfy,
+        "JobExporterNotUp": short_for,
+        "NvidiaSmiDoubleEccError": short_for_and_hold,
+        "GpuUsedByExternalProcess": short_for_and_hold,
+        "NodeNotReady": short_for_and_hold,
+        "NodeFilesystemAlmostOutOfSpace": short_for_and_hold,
+        # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
+        "GpuXidFatalError": {"for": "0s", "keep_firing_for": "10s", "expr": XID_FATAL_EXPR},
+    }
+
+
 def log(message: str) -> None:
     print(f"[sandbox {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -86,12 +142,91 @@ def run(
     return result
 
 
+def ansible_environment() -> dict[str, str]:
+    """Environment of every ansible-playbook run against the guests: ssh with pipelining and shared connections,
+    facts gathered once per host and run, Ansible's own state under .cache (nothing in ~/.ansible)."""
+    cache = REPO / ".cache"
+    return {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        # the checkout as the collection pai.monitoring, whose filters the roles use (tests/hosts/setup.sh)
+        "ANSIBLE_COLLECTIONS_PATH": str(cache / "collections"),
+        "ANSIBLE_HOME": str(cache / "ansible-home"),
+        "ANSIBLE_PIPELINING": "true",
+        # A connection starts with `podman exec`, which waits for podman's lock while other podman commands run.
+        "ANSIBLE_TIMEOUT": "120",
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(cache / "ssh" / "cp"),
+        "ANSIBLE_HOST_KEY_CHECKING": "false",
+        "ANSIBLE_FORCE_COLOR": "false",
+        "ANSIBLE_NOCOLOR": "true",
+        "ANSIBLE_RETRY_FILES_ENABLED": "false",
+        "PATH": f"{ANSIBLE_BIN}:{os.environ.get('PATH', '')}",
+    }
+
+
+def conmon_container_names(pid: int) -> list[str]:
+    """The container names a ``conmon`` process was started for (its ``-n``/``--name`` arguments)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("-n", "--name")]
+
+
+def mounts_below(directory: Path) -> list[str]:
+    """Mount points below a directory, deepest first."""
+    prefix = f"{directory.resolve()}/"
+    points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    return sorted((p for p in points if p.startswith(prefix)), reverse=True)
+
+
+def loop_devices_below(directory: Path) -> list[str]:
+    """Loop devices whose backing file is (or was, before it was deleted) below a directory."""
+    prefix = f"{directory.resolve()}/"
+    out = run(["losetup", "--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"], check=False).stdout
+    devices = []
+    for line in out.splitlines():
+        name, _, back = line.partition(" ")
+        if back.removesuffix(" (deleted)").removesuffix("\\x20(deleted)").startswith(prefix):
+            devices.append(name)
+    return devices
+
+
 @dataclass(frozen=True)
 class Guest:
     name: str
     role: str
     """``ctl`` or ``gpu``."""
     index: int = 0
+    release: str = DEFAULT_RELEASE
+    """Debian release of the guest's image (a key of ``IMAGES``)."""
+
+
+@dataclass
+class Phases:
+    """Wall time of each phase of a run, printed as it ends and as a table at the end."""
+
+    started: float = field(default_factory=time.monotonic)
+    times: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        log(f"{name} ...")
+        try:
+            yield
+        finally:
+            seconds = time.monotonic() - start
+            self.times.append((name, seconds))
+            log(f"{name}: {seconds:.0f}s")
+
+    def table(self) -> str:
+        width = max(len(name) for name, _ in self.times)
+        rows = [f"  {name:<{width}}  {seconds:6.0f}s" for name, seconds in self.times]
+        rows.append(f"  {'total':<{width}}  {time.monotonic() - self.started:6.0f}s")
+        return "\n".join(rows)
 
 
 @dataclass
@@ -113,7 +248,8 @@ class Sandbox:
         return Guest(f"{self.name}-ctl", "ctl")
 
     def gpu(self, index: int) -> Guest:
-        return Guest(f"{self.name}-gpu{index + 1}", "gpu", index)
+        release = "trixie" if index in TRIXIE_GPU_INDEXES else DEFAULT_RELEASE
+        return Guest(f"{self.name}-gpu{index + 1}", "gpu", index, release)
 
     @property
     def guests(self) -> list[Guest]:
@@ -131,83 +267,101 @@ class Sandbox:
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
-    def up(self) -> None:
-        started = time.monotonic()
-        self.prepare_machine()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.ensure_network()
-        for guest in self.guests:
-            self.ensure_guest(guest)
-        self.write_inventory()
-        self.write_kubeconfig()
-        self.copy_wheelhouse()
-        log("preparing the guests (sandbox/prepare.yml: jobs, simulated GPUs, Kubernetes API stand-in)")
-        self.playbook(REPO / "sandbox" / "prepare.yml")
-        for i in range(self.gpu_nodes):
-            self.write_gpu_scenario(self.gpu(i))
-        log("deploying the suite: ansible-playbook playbooks/site.yml")
-        self.playbook(REPO / "playbooks" / "site.yml")
-        log("waiting until every target is up")
-        self.wait_targets_up()
-        log(f"sandbox {self.name} is up after {time.monotonic() - started:.0f}s")
+    def up(self, *, prepare_machine: bool = True) -> Phases:
+        """Create or reuse the guests and deploy the suite; returns the wall time of each phase."""
+        phases = Phases()
+        if prepare_machine:
+            with phases.phase("prepare this machine (tests/hosts/setup.sh)"):
+                self.prepare_machine()
+        with phases.phase("guests"):
+            self.clean_leftovers()
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.ensure_network()
+            for guest in self.guests:
+                self.ensure_guest(guest)
+            self.write_inventory()
+            self.write_kubeconfig()
+            self.copy_wheelhouse()
+        with phases.phase("sandbox/prepare.yml (jobs, simulated GPUs, Kubernetes API stand-in)"):
+            self.playbook(REPO / "sandbox" / "prepare.yml")
+            for i in range(self.gpu_nodes):
+                self.write_gpu_scenario(self.gpu(i))
+        with phases.phase("playbooks/site.yml"):
+            self.playbook(REPO / "playbooks" / "site.yml")
+        with phases.phase("every target up"):
+            self.wait_targets_up()
+        log(f"sandbox {self.name} is up")
+        return phases
 
-    def add_gpu_node(self) -> Guest:
-        """Grow the sandbox by one GPU node: a new guest, the inventory, prepare.yml and the site playbook."""
+    def add_gpu_node(self) -> tuple[Guest, str]:
+        """Grow the sandbox by one GPU node: a new guest and the inventory, prepare.yml, then ONE run of the site
+        playbook over every host. Returns the guest and the site playbook's output."""
         self.gpu_nodes += 1
         guest = self.gpu(self.gpu_nodes - 1)
         self.ensure_guest(guest)
         self.write_inventory()
         log(f"adding {guest.name}: preparing it, then running playbooks/site.yml")
-        self.playbook(REPO / "sandbox" / "prepare.yml")
+        # The control guest too: it learns the new node's address (/etc/hosts), as Prometheus there scrapes it.
+        self.playbook(REPO / "sandbox" / "prepare.yml", limit=f"{guest.name},{self.ctl.name}")
         self.write_gpu_scenario(guest)
-        self.playbook(REPO / "playbooks" / "site.yml")
-        return guest
+        return guest, self.playbook(REPO / "playbooks" / "site.yml", capture=True)
 
     def down(self) -> None:
-        names = run(
-            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}"], check=False
-        ).stdout.split()
+        names = self.container_names()
         if names:
             log(f"removing guests {' '.join(names)}")
-            run(["podman", "rm", "-f", "-t", "5", *names], check=False, timeout=180)
+            run(["podman", "rm", "-f", "-t", "2", *names], check=False, timeout=180)
         if run(["podman", "network", "exists", self.name], check=False).returncode == 0:
             log(f"removing network {self.name}")
             run(["podman", "network", "rm", "-f", self.name], check=False)
-        for mount in sorted(self.state_dir.glob("scratch-*")):
-            if mount.is_dir() and os.path.ismount(mount):
-                run(["umount", str(mount)], check=False)
+        self.clean_leftovers(left_by="this sandbox")
         if self.state_dir.exists():
             log(f"removing {self.state_dir}")
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
-    def is_up(self) -> bool:
-        """True when the guests exist and Prometheus answers with every target up."""
-        try:
-            targets = self.targets()
-        except OSError:
-            return False
-        return len(targets) >= 4 + 2 * self.gpu_nodes and all(t["health"] == "up" for t in targets)
-
-    def status(self) -> int:
+    def container_names(self) -> list[str]:
+        """Every container of this sandbox that podman knows, running or not."""
         result = run(
-            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}\t{{.Status}}"],
-            check=False,
+            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}"], check=False
         )
-        print(result.stdout.strip() or f"no guests of sandbox {self.name}")
-        try:
-            targets = self.targets()
-        except OSError:
-            print(f"Prometheus does not answer at {self.url('prometheus')}")
-            return 1
-        for target in targets:
-            print(f"{target['labels']['job']:<18} {target['labels']['instance']:<28} {target['health']}")
-        return 0 if targets and all(t["health"] == "up" for t in targets) else 1
+        return result.stdout.split()
+
+    # --- what a killed run leaves behind ------------------------------------------------------------------------
+
+    def clean_leftovers(self, left_by: str = "an earlier run") -> None:
+        """Remove what a run killed half-way can leave, so that the next run starts instead of failing on it:
+        ``conmon`` processes of guests podman no longer lists that still hold the published ports, scratch
+        filesystems still mounted or loop devices still attached after their guest is gone."""
+        known = set(self.container_names())
+        for pid, name in self.port_holders():
+            if name == "conmon" and not known & set(conmon_container_names(pid)):
+                log(f"stopping conmon {pid}: its guest is gone but it still holds a port of sandbox {self.name}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        in_use = {self.state_dir / f"scratch-{name}" for name in known}
+        for mount in mounts_below(self.state_dir):
+            if Path(mount) not in in_use:
+                log(f"unmounting {mount}, left by {left_by}")
+                run(["umount", "-l", mount], check=False)
+        mounted = {line.split()[0] for line in Path("/proc/self/mounts").read_text().splitlines()}
+        for device in loop_devices_below(self.state_dir):
+            if device not in mounted:
+                log(f"detaching {device}, left by {left_by}")
+                run(["losetup", "-d", device], check=False)
+
+    def port_holders(self) -> list[tuple[int, str]]:
+        """(PID, process name) of every process listening on one of this sandbox's published ports."""
+        holders: list[tuple[int, str]] = []
+        for service in PUBLISHED:
+            out = run(["ss", "-Htlnp", f"sport = :{self.port(service)}"], check=False).stdout
+            for name, pid in re.findall(r'\(\("([^"]+)",pid=([0-9]+)', out):
+                holders.append((int(pid), name))
+        return sorted(set(holders))
 
     # --- machine and guests -------------------------------------------------------------------------------------
 
     def prepare_machine(self) -> None:
-        """Apt packages, guest image, ansible virtualenv, wheelhouse and NVML library (tests/hosts/setup.sh)."""
-        log("preparing this machine (tests/hosts/setup.sh: podman, guest image, ansible, wheelhouse, NVML library)")
+        """Apt packages, guest images, ansible virtualenv, wheelhouse, NVML library, ssh (tests/hosts/setup.sh)."""
         subprocess.run([str(REPO / "tests" / "hosts" / "setup.sh")], check=True, timeout=PLAYBOOK_TIMEOUT_S)
 
     def ensure_network(self) -> None:
@@ -246,6 +400,8 @@ class Sandbox:
             "podman",
             "run",
             "-d",
+            "--stop-timeout",
+            "2",
             "--name",
             guest.name,
             "--hostname",
@@ -254,18 +410,30 @@ class Sandbox:
             self.name,
             "--label",
             f"pai.sandbox={self.name}",
-            "--systemd=always",
             # Privileged with a private cgroup namespace: the guest's systemd owns writable cgroup v1 hierarchies,
             # so jobs get Slurm-style cgroups of their own and the exporters see the guest's tree from its root.
             "--privileged",
             "--cgroupns=private",
+            # The guest's systemd mounts the hierarchies itself, inside its cgroup namespace. podman's systemd mode
+            # would bind-mount this machine's whole name=systemd tree instead: every guest's systemd would then put
+            # its units at the same places of that shared tree and, trimming what it takes for its own empty
+            # cgroups, delete the other guests' cgroups, after which `podman exec` into them fails. What systemd
+            # mode otherwise provides is given here: tmpfs mounts, the stop signal, the container marker.
+            "--systemd=false",
+            "--tmpfs=/sys/fs/cgroup",
+            "--tmpfs=/run",
+            "--tmpfs=/run/lock",
+            "--tmpfs=/tmp",
+            "--stop-signal=SIGRTMIN+3",
+            "--env=container=podman",
+            f"--env=SYSTEMD_PROC_CMDLINE={GUEST_SYSTEMD_CMDLINE}",
         ]
         if guest.role == "ctl":
             for service, inner in PUBLISHED.items():
                 argv += ["-p", f"127.0.0.1:{self.port(service)}:{inner}"]
         else:
             argv += ["-v", f"{self.ensure_scratch(guest)}:{SCRATCH_MOUNT}"]
-        run([*argv, IMAGE, "/sbin/init"])
+        run([*argv, IMAGES[guest.release], "/sbin/init"])
 
     def copy_wheelhouse(self) -> None:
         """The wheels the control guest's stand-in virtualenv installs from (the guests reach no Python index)."""
@@ -301,9 +469,11 @@ class Sandbox:
             for g in self.guests
             if g.role == "gpu"
         }
-        short_for = {"for": "10s"}
         group_vars: dict[str, Any] = {
-            "ansible_connection": "containers.podman.podman",
+            # ssh as to any host; the guest's sshd is started per connection through `podman exec` (setup.sh).
+            "ansible_connection": "ssh",
+            "ansible_ssh_common_args": f"-F {SSH_CONFIG}",
+            "ansible_user": "root",
             "ansible_python_interpreter": "/usr/bin/python3",
             "sandbox_name": self.name,
             "sandbox_repo_dir": str(REPO),
@@ -318,18 +488,7 @@ class Sandbox:
             "prometheus_storage_retention_time": "2d",
             "prometheus_remote_write": [{"url": "http://127.0.0.1:8428/api/v1/write"}],
             "prometheus_external_labels": {"sandbox": self.name},
-            "prometheus_alert_overrides": {
-                "JobExporterNotUp": short_for,
-                "NvidiaSmiDoubleEccError": short_for,
-                "GpuUsedByExternalProcess": short_for,
-                "NodeNotReady": short_for,
-                "NodeFilesystemAlmostOutOfSpace": short_for,
-                # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
-                "GpuXidFatalError": {
-                    "for": "0s",
-                    "expr": 'time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30',
-                },
-            },
+            "prometheus_alert_overrides": alert_overrides(),
             "alertmanager_private_users": False,
             "alertmanager_group_wait": "1s",
             "alertmanager_group_interval": "5s",
@@ -365,31 +524,23 @@ class Sandbox:
 
     # --- ansible ------------------------------------------------------------------------------------------------
 
-    def playbook(self, path: Path, *, capture: bool = False) -> str:
+    def playbook(
+        self, path: Path, *extra: str, capture: bool = False, check: bool = True, limit: str | None = None
+    ) -> str:
         """Run a playbook against the sandbox; its output is streamed (or captured and returned)."""
-        ansible = REPO / ".cache" / "molecule-venv" / "bin" / "ansible-playbook"
-        env = {
-            **os.environ,
-            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-            # the checkout as the collection pai.monitoring, whose filters the roles use (tests/hosts/setup.sh)
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".cache" / "collections"),
-            "ANSIBLE_HOST_KEY_CHECKING": "false",
-            "ANSIBLE_FORCE_COLOR": "false",
-            "ANSIBLE_NOCOLOR": "true",
-            "ANSIBLE_RETRY_FILES_ENABLED": "false",
-            "PATH": f"{ansible.parent}:{os.environ.get('PATH', '')}",
-        }
-        argv = [str(ansible), "-i", str(self.inventory_path), str(path)]
+        ansible = ANSIBLE_BIN / "ansible-playbook"
+        argv = [str(ansible), "-i", str(self.inventory_path), *(["--limit", limit] if limit else []), *extra, str(path)]
+        env = ansible_environment()
         if capture:
             result = subprocess.run(
                 argv, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT_S, check=False, cwd=REPO
             )
-            if result.returncode != 0:
+            if check and result.returncode != 0:
                 sys.stderr.write(result.stdout[-20000:] + result.stderr[-5000:])
                 msg = f"{path.name} failed (exit {result.returncode})"
                 raise RuntimeError(msg)
             return result.stdout
-        subprocess.run(argv, env=env, check=True, timeout=PLAYBOOK_TIMEOUT_S, cwd=REPO)
+        subprocess.run(argv, env=env, check=check, timeout=PLAYBOOK_TIMEOUT_S, cwd=REPO)
         return ""
 
     # --- guests at run time -------------------------------------------------------------------------------------
@@ -559,8 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sandbox = Sandbox(name=args.name, port_base=args.port_base)
     if args.command == "up":
-        sandbox.up()
+        phases = sandbox.up()
         sandbox.print_welcome()
+        print(f"Time per phase:\n{phases.table()}")
         return 0
     if args.command == "down":
         sandbox.down()

@@ -38,6 +38,8 @@ CHECK_MARK = "First check:"
 # prometheus_alert_overrides (see the section in the generated page).
 TUNABLE: dict[str, str] = {
     "NvidiaSmiLatencyTooLarge": "gpu collection slower than 10 s",
+    "PaiTextfileStale": "textfile not rewritten for 5 min",
+    "PaiJobContainerRestarting": "3 restarts within 15 min",
     "PaiCollectorSlow": "collection slower than 10 s",
     "NvidiaMemoryLeak": "256 MiB in use (driver-reserved memory excluded) without a process: job-exporter flag "
     "`--collector.gpu.memory-leak-threshold-bytes`, not a rule",
@@ -102,9 +104,9 @@ OVERRIDES = """\
 ## Tuning without editing the shipped files
 
 The prometheus role rewrites a shipped alert at deploy time from `prometheus_alert_overrides`, keyed by alert
-name. Each entry may set `expr`, `for`, `severity`, `labels`, `annotations` (merged into the shipped ones) or
-`enabled: false`; `promtool check rules` validates the result before it reaches Prometheus. Own rule files are
-added with `prometheus_extra_rule_files`.
+name. Each entry may set `expr`, `for`, `keep_firing_for`, `severity`, `labels`, `annotations` (merged into the
+shipped ones) or `enabled: false`; `promtool check rules` validates the result before it reaches Prometheus. Own
+rule files are added with `prometheus_extra_rule_files`.
 
 ```yaml
 prometheus_alert_overrides:
@@ -168,7 +170,53 @@ CHANGES = """\
 - `NodeOutOfDisk` is retired (below). `PaiServicePodNotRunning` ignores pods that finished (`succeeded`).
 - `NodeFilesystemUsage` watches every real block-device filesystem of the host instead of the container path
   `/host-root`; `NodeMemoryUsage` uses `MemAvailable`; `NodeCPUUsage` uses `rate` instead of `irate`.
+- `k8sApiServerNotOk` is one alert per API server: the reason is no longer one of its labels (a reason that
+  changed, `http_500` then `connection_refused`, restarted its `for:`); the description reads the current reason.
+  `k8s_api_server_count`'s `host_ip` now holds the server's host, as its name says, and the URL moved to `url`.
 - Every alert has a description with a first check; the original had only a summary.
+"""
+
+MEANING = """\
+## Alerts whose meaning changed in issue 12 ("alert truth")
+
+- **Missing data no longer resolves an alert.** Every alert of `node.rules.yml` and `kubernetes.rules.yml` has
+  `keep_firing_for: 10m`: once firing, it holds through a gap in its data (node_exporter, the job-exporter or the
+  watchdog restarting, stopped or unreachable) instead of announcing a recovery nobody saw; `NodeExporterNotUp`,
+  `JobExporterNotUp` and `WatchdogNotUp` page for the gap itself after 5 minutes. The price: a real recovery is
+  reported up to 10 minutes late. The watchdog also keeps serving the last nodes and pods it read while the API
+  server fails (`pai_watchdog_objects_timestamp_seconds` says when it read them, by list or from its watch cache),
+  so `NodeNotReady` and its peers stay firing during an API outage instead of resolving after two intervals.
+- **A healthy but slow collector no longer blinks.** A collection that overruns its interval is followed at once,
+  a snapshot expires after 2 x (interval + timeout) by default, and an `expiry` shorter than interval + timeout is
+  rejected at start: every `for:` alert on the watchdog's series (`NodeNotReady`, `PaiServicePodNotRunning`, ...)
+  now fires on a cluster whose collection takes longer than its interval.
+- `k8sApiServerNotOk`: one alert per API server whatever the reason (above).
+- `PrometheusNotConnectedToAlertmanagers` also fires when every alert Prometheus sends fails. With a static
+  alerting configuration the number of "discovered" Alertmanagers is the number configured, so the old expression
+  could not fire when the only Alertmanager was down.
+- `AlertmanagerNotUp` and `PrometheusNotConnectedToAlertmanagers` are routed with a `group_wait` of 10 minutes.
+  Through the only Alertmanager they cannot arrive while they are true; when it comes back, Prometheus hands it
+  the firing state it held, and that stale news resolved a few seconds after it was delivered. Now it resolves
+  before anything is sent; with several Alertmanagers a real outage of one still arrives through the others.
+- New: `PrometheusAlertsNotDelivered` tells people after the fact that alerts could not be delivered (sends failed
+  within the hour and work again), so an outage of the only Alertmanager is heard of once it can be; not when
+  another Alertmanager (of an HA cluster) took every alert of that hour. With two or more monitoring hosts the
+  other members of the Alertmanager cluster deliver `AlertmanagerNotUp` (above), and
+  `PaiMonitoringHeartbeat` (group `monitoring-ha`) lets a dead man's switch outside the site notice that the whole
+  tier is gone.
+- New: `PaiTextfileStale`. node_exporter serves a textfile until it is removed, however old; the exporters
+  rewrite theirs at least once per collector interval, so node_exporter's `node_textfile_mtime_seconds` ages only
+  when the writer has stopped. We chose this over removing the file when the exporter stops: an exporter that is
+  killed, crashes or hangs cannot remove anything, and a removed file would say nothing at all, while an old file
+  pages. The values in a stale file are frozen, and the alert says not to trust alerts on them.
+- New: failures of users' jobs, from the watchdog's view of job pods, each naming the job (`job_name`) and its
+  owner (`username`, from the pod label `userName`, option `--collector.kubernetes.user-label`):
+  `PaiJobContainerRestarting`, `PaiJobContainerOOMKilled`, `PaiJobContainerFailed`, `PaiJobPodEvicted`
+  (`component="jobs"`). To tell the owners, route `component="jobs"` to a receiver that looks the user up, with
+  `alertmanager_extra_routes` and `alertmanager_extra_receivers`.
+- node_exporter (its role) no longer reports the files a container runtime bind-mounts (`/etc/hostname`,
+  `/etc/hosts`, `/etc/resolv.conf`) as filesystems: they belong to another filesystem and paged as
+  `NodeFilesystemSpaceFillingUp` for the disk they live on.
 """
 
 
@@ -209,7 +257,9 @@ def concern(path: Path) -> str:
 
 def plain(text: str) -> str:
     """Template text made readable: ``{{ $labels.x }}`` becomes ``<x>``, ``{{ $value ... }}`` becomes ``<value>``,
-    and ``{{ with $labels.x }}... {{ . }}...{{ end }}`` (a sentence only where the label is set) its sentence."""
+    ``{{ range ... }}{{ .Labels.x }}{{ end }}`` becomes ``<current x>``, and ``{{ with $labels.x }}... {{ . }}...
+    {{ end }}`` (a sentence only where the label is set) its sentence."""
+    text = re.sub(r"\{\{\s*range\b.*?\}\}\{\{\s*\.Labels\.(\w+)\s*\}\}\{\{\s*end\s*\}\}", r"<current \1>", text)
     text = re.sub(
         r"\{\{\s*with\s+\$labels\.(\w+)\s*\}\}(.*?)\{\{\s*end\s*\}\}",
         lambda m: re.sub(r"\{\{\s*\.\s*\}\}", f"<{m.group(1)}>", m.group(2)),
@@ -237,7 +287,8 @@ def alerts_of(path: Path) -> list[Alert]:
                 Alert(
                     name=str(rule["alert"]),
                     severity=str(rule["labels"]["severity"]),
-                    duration=str(rule.get("for", "0s")),
+                    duration=str(rule.get("for", "0s"))
+                    + (f", holds {rule['keep_firing_for']}" if rule.get("keep_firing_for") else ""),
                     meaning=meaning.strip(),
                     first_check=first.strip()[:1].upper() + first.strip()[1:],
                 )
@@ -266,7 +317,11 @@ def alert_tables(files: Iterable[Path]) -> list[str]:
         sections.append("")
     total = sum(counts.values())
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts.get(s))
-    lines += [f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name.", ""]
+    lines += [
+        f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name; \"holds\" is the alert's"
+        " `keep_firing_for`, how long it stays firing once its condition is gone or its data missing.",
+        "",
+    ]
     return lines + sections
 
 
@@ -359,6 +414,7 @@ def render(rules_dir: Path = RULES, defaults: Path = AM_DEFAULTS) -> str:
         OVERRIDES,
         *recording_table(recording_files(rules_dir)),
         CHANGES,
+        MEANING,
         *retired_section(),
         *defaults_table(defaults),
     ]

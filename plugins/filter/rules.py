@@ -4,8 +4,9 @@ The prometheus role reads each shipped rule file on the controller, applies the 
 ``prometheus_alert_overrides`` and writes the result to the host, where ``promtool check rules``
 validates it before it lands.
 
-An override is keyed by alert name and may set ``expr``, ``for``, ``severity`` (the ``severity`` label),
-``labels`` and ``annotations`` (merged into the shipped ones), or ``enabled: false`` to drop the alert.
+An override is keyed by alert name and may set ``expr``, ``for``, ``keep_firing_for``, ``severity`` (the
+``severity`` label), ``labels`` and ``annotations`` (merged into the shipped ones), or ``enabled: false`` to drop
+the alert.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-OVERRIDE_KEYS = frozenset({"expr", "for", "severity", "labels", "annotations", "enabled"})
+OVERRIDE_KEYS = frozenset({"expr", "for", "keep_firing_for", "severity", "labels", "annotations", "enabled"})
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
 
 
@@ -100,8 +101,10 @@ def _check_override(name: str, override: Any) -> Mapping[str, Any]:
         raise RuleFileError(f"{where} has unknown keys {unknown}; allowed: {sorted(OVERRIDE_KEYS)}")
     if "enabled" in override and not isinstance(override["enabled"], bool):
         raise RuleFileError(f"{where}.enabled must be true or false")
-    if "for" in override and not _DURATION.match(str(override["for"])):
-        raise RuleFileError(f"{where}.for must be a Prometheus duration such as 5m or 1h30m, got {override['for']!r}")
+    for key in ("for", "keep_firing_for"):
+        if key in override and not _DURATION.match(str(override[key])):
+            duration = override[key]
+            raise RuleFileError(f"{where}.{key} must be a Prometheus duration such as 5m or 1h30m, got {duration!r}")
     for key in ("expr", "severity"):
         if key in override and (not isinstance(override[key], str) or not override[key].strip()):
             raise RuleFileError(f"{where}.{key} must be a non-empty string")
@@ -115,8 +118,9 @@ def _tuned(rule: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     tuned = dict(rule)
     if "expr" in override:
         tuned["expr"] = override["expr"]
-    if "for" in override:
-        tuned["for"] = str(override["for"])
+    for key in ("for", "keep_firing_for"):
+        if key in override:
+            tuned[key] = str(override[key])
     labels = dict(tuned.get("labels") or {})
     labels.update({str(k): str(v) for k, v in (override.get("labels") or {}).items()})
     if "severity" in override:

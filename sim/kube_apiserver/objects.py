@@ -122,7 +122,8 @@ def build_pod(spec: Mapping[str, Any]) -> client.V1Pod:
     Keys: ``name``, ``namespace`` (default ``default``), ``labels``, ``node`` (absent: not scheduled), ``host_ip``,
     ``phase`` (default Running, or Pending when not scheduled), ``ready``, ``conditions`` (overrides, or ``none``),
     ``reason``/``message`` (pod status), ``containers`` and ``init_containers`` (each ``name``, ``state``
-    running/waiting/terminated/none, ``reason``, ``exit_code``, ``ready``, ``restarts``, ``gpus`` (limit),
+    running/waiting/terminated/none, ``reason``, ``exit_code``, ``ready``, ``restarts``, ``last_reason`` and
+    ``last_exit_code`` (the last termination, e.g. ``OOMKilled``/137), ``gpus`` (limit),
     ``gpu_requests``, ``restart_policy``), ``gpu_resource``.
     """
     name = str(spec["name"])
@@ -165,6 +166,11 @@ def build_pod(spec: Mapping[str, Any]) -> client.V1Pod:
             ready=bool(c.get("ready", running and ready == "True")),
             restart_count=int(c.get("restarts", 0)),
             state=_container_state(c),
+            last_state=_container_state(
+                {"state": "terminated", "reason": c["last_reason"], "exit_code": c.get("last_exit_code", 1)}
+            )
+            if c.get("last_reason")
+            else None,
         )
 
     scheduled = node is not None

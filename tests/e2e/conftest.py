@@ -1,10 +1,16 @@
 """The sandbox cluster the end-to-end tests run against.
 
-The session creates its own sandbox, ``pai-e2e-ctl``, ``pai-e2e-gpu1``, ``pai-e2e-gpu2`` on the podman network
-``pai-e2e`` with ports on 127.0.0.1:29100 + offset, so that a running ``make demo`` (``pai-demo``, 19000 + offset)
-is left alone, and removes it at the end. ``PAI_E2E_KEEP=1`` keeps it for a look around (a second run reuses it);
-``PAI_E2E_NAME`` and ``PAI_E2E_PORT_BASE`` change the names and ports; ``PAI_E2E_REUSE=1`` skips the deployment when
-a sandbox of that name already answers with every target up (for working on the tests).
+The session creates its own sandbox, ``pai-e2e-ctl``, ``pai-e2e-gpu1``, ``pai-e2e-gpu2`` (Debian 13) on the podman
+network ``pai-e2e`` with ports on 127.0.0.1:29100 + offset, so that a running ``make demo`` (``pai-demo``, 19000 +
+offset) is left alone, and removes it at the end. Whatever an earlier, killed run left under that name (guests,
+the network, ``conmon`` processes holding the ports, mounts, loop devices) is removed first.
+
+``PAI_E2E_KEEP=1`` keeps the sandbox for a look around; ``PAI_E2E_REUSE=1`` skips the deployment when a sandbox of that
+name already answers with every target up (for working on the tests); ``PAI_E2E_NAME`` and ``PAI_E2E_PORT_BASE``
+change the names and ports.
+
+The modules run in file order, except the two that change the sandbox for good, which run last:
+``test_site_playbook.py`` (adds a GPU node) and then ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 """
 
 from __future__ import annotations
@@ -15,7 +21,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.sandbox import Sandbox
+from sandbox.sandbox import Phases, Sandbox
+
+# Modules that must run after every other end-to-end module, in this order.
+LAST = ("test_site_playbook.py", "test_lifecycle.py")
+
+_PHASES: list[Phases] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LAST.index(name) + 1 if name in LAST and item.path.parent.name == "e2e" else 0
+
+    items.sort(key=rank)  # stable: the order within a module, and of the other modules, stays
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for phases in _PHASES:
+        terminalreporter.write_sep("-", "end-to-end sandbox: time per phase")
+        terminalreporter.write_line(phases.table())
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +54,9 @@ def sandbox() -> Iterator[Sandbox]:
     )
     try:
         if not (os.environ.get("PAI_E2E_REUSE") == "1" and box.is_up()):
-            box.up()
+            # A fresh sandbox for every session: nothing of an earlier (perhaps killed) run carries over.
+            box.down()
+            _PHASES.append(box.up())
         yield box
     finally:
         if os.environ.get("PAI_E2E_KEEP") != "1":

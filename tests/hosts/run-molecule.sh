@@ -2,10 +2,13 @@
 # Run molecule scenarios on systemd guests and print one timing line per scenario.
 #
 # Usage: tests/hosts/run-molecule.sh [--prepare] [scenario ...]
-#   no scenario: every directory under molecule/ that holds a molecule.yml, in name order.
-#   --prepare: run tests/hosts/setup.sh first (apt packages, guest image, venv, wheelhouse).
-# Environment: MOLECULE_COMMAND (default "test"), e.g. MOLECULE_COMMAND=converge to keep a guest for debugging.
+#   no scenario: every directory under molecule/ that holds a molecule.yml, in name order (default, alternative).
+#   --prepare: run tests/hosts/setup.sh first (apt packages, guest images, venv, wheelhouse, ssh).
+# Environment: MOLECULE_COMMAND (default "test"), e.g. MOLECULE_COMMAND=converge to keep the guests for debugging.
 # Exit status: 0 when every scenario passed, 1 otherwise; the summary names the ones that failed.
+#
+# Guests of a scenario that an earlier, killed run left behind (containers named pai-<scenario>-*, the network
+# pai-<scenario>) are removed before the scenario starts.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -36,6 +39,28 @@ source "$VENV/bin/activate"
 export ANSIBLE_ROLES_PATH=$REPO/roles ANSIBLE_COLLECTIONS_PATH=$REPO/.cache/collections
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
 
+remove_leftovers() {
+  local scenario=$1 names
+  mapfile -t names < <(podman ps -a --filter label=owner=molecule --filter "name=^pai-$scenario-" --format '{{.Names}}')
+  if ((${#names[@]})); then
+    echo "run-molecule.sh: removing guests left by an earlier run: ${names[*]}"
+    podman rm -f -t 0 "${names[@]}" >/dev/null
+  fi
+  if podman network exists "pai-$scenario"; then
+    echo "run-molecule.sh: removing the network pai-$scenario left by an earlier run"
+    podman network rm -f "pai-$scenario" >/dev/null
+  fi
+}
+
+# Sets CPU to the user + system CPU seconds of this shell's finished children so far (bash's `times`, run in this
+# shell: inside a command substitution it would report the subshell's children, none).
+TIMES=$(mktemp)
+trap 'rm -f "$TIMES"' EXIT
+children_cpu() {
+  times > "$TIMES"
+  CPU=$(tail -1 "$TIMES" | awk '{split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2]}')
+}
+
 failed=()
 summary=()
 total_start=$(date +%s)
@@ -45,12 +70,18 @@ for scenario in "${scenarios[@]}"; do
     failed+=("$scenario")
     continue
   fi
+  [[ $COMMAND != test ]] || remove_leftovers "$scenario"
   start=$(date +%s)
+  children_cpu
+  cpu_start=$CPU
   molecule --base-config molecule/base.yml "$COMMAND" -s "$scenario"
   rc=$?
   seconds=$(($(date +%s) - start))
+  children_cpu
+  cpu=$((CPU - cpu_start))
   if ((rc == 0)); then result=passed; else result=FAILED; failed+=("$scenario"); fi
-  line=$(printf 'molecule %-28s %-6s %4ds' "$scenario" "$result" "$seconds")
+  line=$(printf 'molecule %-12s %-6s %4ds wall %4ds CPU  load %s' "$scenario" "$result" "$seconds" "$cpu" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)")
   summary+=("$line")
   echo "$line"
 done

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0  # a liveness bound: Python starts slowly on a busy machine
 CGROUP = Path("/sys/fs/cgroup")
 _UNITS = {
     "job_exporter": ("pai-job-exporter.service.j2", "job_exporter_memory_max"),
@@ -241,7 +241,7 @@ def get(url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) 
         return exc.code, exc.read().decode()
 
 
-def wait_for(predicate: object, timeout: float = 20.0, interval: float = 0.1) -> None:
+def wait_for(predicate: object, timeout: float = 60.0, interval: float = 0.1) -> None:
     """Poll ``predicate()`` until true; a liveness bound, not a performance assertion."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,6 +25,9 @@ def exposition(families: Iterable[Metric]) -> str:
 
 
 def check_golden(text: str, path: Path, update: bool) -> None:
-    if update or not path.exists():
+    """Compare with the golden file; only an explicit update (``--update-golden`` or ``PAI_UPDATE_GOLDEN=1``)
+    writes it. A missing golden file fails: a normal run never makes up its own expected result."""
+    if update:
         path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing; write it with --update-golden and review it before committing"
     assert text == path.read_text(encoding="utf-8"), f"{path} differs; rerun with --update-golden if intended"

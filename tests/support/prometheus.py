@@ -12,6 +12,7 @@ bound, not a timed assertion.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from typing import IO, Any
 
 import yaml
 
-from tests.support.exporter import free_port
+from tests.support.exporter import REPO, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 START_TIMEOUT_S = 30.0
@@ -118,17 +119,49 @@ def write_config(
     targets: Mapping[str, Sequence[str]],
     rule_files: Sequence[Path],
     interval: str,
+    target_labels: Mapping[str, Mapping[str, str]] | None = None,
+    alertmanagers: Sequence[str] = (),
 ) -> Path:
-    """A prometheus.yml with one static job per entry of ``targets`` (job name -> ``host:port`` list)."""
-    config = {
+    """A prometheus.yml with one static job per entry of ``targets`` (job name -> ``host:port`` list).
+
+    ``target_labels`` adds labels to a job's targets (as the roles add ``pai_service_name``); ``alertmanagers``
+    (``host:port``) are where alerts go, statically configured as the prometheus role does.
+    """
+    config: dict[str, object] = {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": list(addresses)}]} for job, addresses in targets.items()
+            {
+                "job_name": job,
+                "static_configs": [
+                    {
+                        "targets": list(addresses),
+                        **({"labels": dict(target_labels[job])} if job in (target_labels or {}) else {}),
+                    }
+                ],
+            }
+            for job, addresses in targets.items()
         ],
     }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def tuned_rule_file(directory: Path, shipped: str, overrides: Mapping[str, Mapping[str, object]]) -> Path:
+    """A shipped rule file (``alerts/kubernetes.rules.yml``) with ``prometheus_alert_overrides`` applied by the
+    prometheus role's own filter, so tests run the shipped expressions with shorter ``for:`` durations."""
+    spec = importlib.util.spec_from_file_location(
+        "pai_rules_filter", REPO / "roles/prometheus/filter_plugins/pai_rules.py"
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError("roles/prometheus/filter_plugins/pai_rules.py cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = directory / shipped.replace("/", "-")
+    path.write_text(module.apply_overrides((REPO / "rules" / shipped).read_text(encoding="utf-8"), overrides))
     return path
 
 
@@ -137,11 +170,17 @@ def running_prometheus(
     targets: Mapping[str, Sequence[str]],
     rule_files: Sequence[Path] = (),
     interval: str = "1s",
+    target_labels: Mapping[str, Mapping[str, str]] | None = None,
+    alertmanagers: Sequence[str] = (),
+    scrape_self: bool = False,
 ) -> Iterator[Prometheus]:
     """Start Prometheus on a free loopback port with its own storage; stop it and remove the storage after."""
     directory = Path(tempfile.mkdtemp(prefix="pai-prometheus-"))
-    config = write_config(directory, targets, rule_files, interval)
     port = free_port()
+    if scrape_self:  # as the prometheus role does: job prometheus, pai_service_name prometheus
+        targets = {**targets, "prometheus": [f"127.0.0.1:{port}"]}
+        target_labels = {**(target_labels or {}), "prometheus": {"pai_service_name": "prometheus"}}
+    config = write_config(directory, targets, rule_files, interval, target_labels, alertmanagers)
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Prometheus.stop
     process = subprocess.Popen(
         [

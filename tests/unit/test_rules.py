@@ -263,3 +263,14 @@ def test_inhibitions(alertmanager: str) -> None:
         current = state()
     assert sorted(dict(key)["alertname"] for key in inhibited if not current.get(key)) == []
     assert sorted(f"{dict(key)}" for key in free if current.get(key, ["missing"])) == []
+
+
+def test_alerts_about_the_delivery_path_wait_out_their_stale_state() -> None:
+    """AlertmanagerNotUp reaches the only Alertmanager when it is back, already stale: the route's group_wait must
+    outlast the time Prometheus needs to resolve it, so that nothing is sent (docs/alerts.md)."""
+    routes = yaml.safe_load(render_alertmanager_config({}))["route"]["routes"]
+    own = next(r for r in routes if any("AlertmanagerNotUp" in m for m in r.get("matchers", [])))
+    assert any("PrometheusNotConnectedToAlertmanagers" in m for m in own["matchers"])
+    assert own["group_wait"] == "10m"
+    severity = next(r for r in routes if r.get("matchers") == ['severity="error"'])
+    assert routes.index(own) < routes.index(severity), "must come before the severity routes"

@@ -45,12 +45,22 @@ class CollectorOptions:
     )
     expiry: float | None = field(
         default=None,
-        metadata={"help": "Seconds after which an old snapshot is dropped instead of served (default 2 x interval)."},
+        metadata={
+            "help": "Seconds after which an old snapshot is dropped instead of served; at least interval + timeout "
+            "(default 2 x (interval + timeout): one failed collection does not blank the series)."
+        },
     )
 
     @property
+    def longest_cycle(self) -> float:
+        """The longest two snapshots of a healthy collector lie apart: a collection starts at most ``interval`` after
+        the previous one started, which is no earlier than the previous snapshot was taken, and it ends within
+        ``timeout``."""
+        return self.interval + self.timeout
+
+    @property
     def effective_expiry(self) -> float:
-        return self.expiry if self.expiry is not None else 2 * self.interval
+        return self.expiry if self.expiry is not None else 2 * self.longest_cycle
 
     def validate(self) -> None:
         """Check the values; raise :class:`ConfigError` naming the option. Subclasses call ``super().validate()``."""
@@ -58,6 +68,13 @@ class CollectorOptions:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and low <= value <= high):
                 raise ConfigError(name, f"must be between {low:g} and {high:g} seconds, got {value:g}")
+        if self.expiry is not None and self.expiry < self.longest_cycle:
+            raise ConfigError(
+                "expiry",
+                f"{self.expiry:g}s is shorter than a collection cycle can take (interval + timeout = "
+                f"{self.longest_cycle:g}s): the series of a healthy but slow collector would vanish between two "
+                "collections",
+            )
 
 
 def default_node_name() -> str:

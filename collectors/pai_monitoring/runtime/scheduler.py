@@ -2,9 +2,10 @@
 
 A scrape never waits for a collector. It reads, for every collector, the snapshot of its last successful
 iteration, unless that snapshot is older than the collector's expiry, in which case the collector's series are
-left out instead of being served frozen. A collector stuck inside ``collect()`` keeps its one thread busy: no new
-iteration starts until it returns (so a hang never piles up threads), its iteration counter stops moving, and its
-success metric reads 0 once the deadline has passed.
+left out instead of being served frozen. A collection that overruns its interval is followed at once, so a healthy
+but slow collector's snapshot is never older than interval + timeout, which the expiry may not undercut. A collector
+stuck inside ``collect()`` keeps its one thread busy: no new iteration starts until it returns (so a hang never
+piles up threads), its iteration counter stops moving, and its success metric reads 0 once the deadline has passed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ from pai_monitoring.runtime.collector import Collector, CollectorOptions
 from pai_monitoring.runtime.textformat import render_families
 
 log = logging.getLogger(__name__)
+
+
+def next_start_after(started: float, now: float, interval: float) -> float:
+    """When the collection after the one planned at ``started`` begins, seen at ``now`` when that one ended.
+
+    On schedule it starts ``interval`` after the previous start. A collection that overran its interval is followed
+    at once, and the schedule goes on from there: waiting a further interval would leave the snapshot older than a
+    healthy cycle takes (``CollectorOptions.longest_cycle``), and its series would expire although nothing failed.
+    """
+    planned = started + interval
+    return planned if planned > now else now
 
 
 @dataclass(frozen=True)
@@ -123,10 +135,8 @@ class CollectorRunner:
         next_start = time.monotonic()
         while not self._stop.is_set():
             self.run_iteration()
-            next_start += self.options.interval
             now = time.monotonic()
-            if next_start < now:  # an iteration overran its interval: start again after a full interval
-                next_start = now + self.options.interval
+            next_start = next_start_after(next_start, now, self.options.interval)
             self._stop.wait(next_start - now)
 
     def start(self) -> None:

@@ -55,7 +55,7 @@ class NodeEntry:
 
 def pod_entry(raw: Any, options: KubernetesOptions) -> PodEntry:
     problems = Problems()
-    view = read_pod(raw, options.gpu_resources, options.service_label, options.job_label, problems)
+    view = read_pod(raw, options.gpu_resources, options.service_label, options.job_label, problems, options.user_label)
     return PodEntry(view, metrics.pod_samples(view) if view is not None else (), _notes(problems))
 
 

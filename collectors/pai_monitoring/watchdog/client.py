@@ -195,7 +195,7 @@ class KubeApi:
 
     @property
     def host(self) -> str:
-        """The API server URL, the ``host_ip`` label of ``k8s_api_server_count`` (as in the original)."""
+        """The API server URL: the ``url`` label of ``k8s_api_server_count`` (its ``host_ip`` is the URL's host)."""
         return str(self.configuration.host)
 
     def begin_collection(self, budget_seconds: float) -> None:

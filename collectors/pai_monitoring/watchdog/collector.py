@@ -8,8 +8,10 @@ thread and scrapes read the last snapshot, so a slow API server never holds up `
 lock across the API calls and the scrape).
 
 When the API server fails, the collection still succeeds with what it knows: ``k8s_api_server_count`` carries the
-reason, ``process_error_log_total`` counts it, and the pod and node series of the last good collection are served
-until they are ``expiry`` old, then dropped. It recovers by itself on the next collection that works.
+reason, ``process_error_log_total`` counts it, and the pod and node series of the last good collection are served as
+the last known state, with ``pai_watchdog_objects_timestamp_seconds`` saying how old they are. A watchdog that cannot
+see does not announce that all is well: dropping them would resolve every NodeNotReady. It recovers by itself on the
+next collection that works.
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ class KubernetesCollector(Collector[KubernetesOptions]):
         }
         self._errors: dict[str, int] = dict.fromkeys(metrics.ERROR_TYPES, 0)
         self._last_good: tuple[float, tuple[Metric, ...]] | None = None
+        """Unix time and families of the last collection that read every pod and node (listed, or cache current)."""
         self._last_reason = errors.OK
         self.clock: Callable[[], float] = time.monotonic
+        self.wall_clock: Callable[[], float] = time.time
         self.api = KubeApi(options, self._observe)
         self.cache = ObjectCache(self.api, options) if options.watch else None
         """The watch cache (``watch`` on): pods and nodes kept current by watch streams between collections."""
@@ -106,16 +110,17 @@ class KubernetesCollector(Collector[KubernetesOptions]):
             log.warning("api_recovered %s", kv([("host", self.api.host), ("previous_error", self._last_reason)]))
         self._last_reason = reason
         if objects is not None:
-            self._last_good = (start, objects)
-        elif self._last_good is not None and start - self._last_good[0] > self.options.effective_expiry:
-            log.warning("stale_objects_dropped %s", kv([("age_seconds", round(start - self._last_good[0], 1))]))
-            self._last_good = None
+            self._last_good = (self.wall_clock(), objects)
+        elif self._last_good is not None:
+            age = self.wall_clock() - self._last_good[0]
+            log.warning("serving_last_known_objects %s", kv([("age_seconds", round(age, 1)), ("error", reason)]))
         families: list[Metric] = [
             metrics.api_server_family(reason, self.api.host),
             metrics.error_log_family(self._errors),
             *(histogram.family() for histogram in self._latency.values()),
         ]
         if self._last_good is not None:
+            families.append(metrics.objects_timestamp_family(self._last_good[0]))
             families.extend(self._last_good[1])
         return families
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from urllib.parse import urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -22,8 +23,54 @@ POD_COUNT = MetricSpec(
 JOB_POD_COUNT = MetricSpec(
     "pai_job_pod_count",
     "gauge",
-    "1 per job pod (a pod with the job label, jobName, and no service label), labelled with its phase and conditions.",
-    ("job_name", "name", "phase", "host_ip", "node_name", "initialized", "pod_bound", "pod_scheduled", "ready"),
+    "1 per job pod (a pod with the job label, jobName, and no service label), labelled with its phase and conditions,"
+    " its owner (user label, userName) and the pod's status reason (e.g. Evicted).",
+    (
+        "job_name",
+        "name",
+        "phase",
+        "host_ip",
+        "node_name",
+        "initialized",
+        "pod_bound",
+        "pod_scheduled",
+        "ready",
+        "username",
+        "reason",
+    ),
+)
+JOB_CONTAINER_STATUS = MetricSpec(
+    "pai_job_container_status",
+    "gauge",
+    "1 per container of a job pod, labelled with its state, the state's reason and exit code, and the reason of its"
+    " last termination (e.g. OOMKilled).",
+    (
+        "job_name",
+        "username",
+        "pod_name",
+        "name",
+        "namespace",
+        "state",
+        "reason",
+        "exit_code",
+        "last_terminated_reason",
+        "host_ip",
+        "node_name",
+        "ready",
+    ),
+)
+JOB_CONTAINER_RESTARTS = MetricSpec(
+    "pai_job_container_restarts_total",
+    "counter",
+    "Restarts of a container of a job pod, as the kubelet counts them (restartCount).",
+    ("job_name", "username", "pod_name", "name", "namespace", "node_name"),
+)
+OBJECTS_TIMESTAMP = MetricSpec(
+    "pai_watchdog_objects_timestamp_seconds",
+    "gauge",
+    "Unix time of the last collection that read every pod and node (listed, or from a current watch cache), which"
+    " the pod, node and GPU series describe. Older than the last collection while the API server fails: the series"
+    " are then the last known state, not today's.",
 )
 CONTAINER_COUNT = MetricSpec(
     "pai_container_count",
@@ -49,8 +96,9 @@ NODE_COUNT = MetricSpec(
 API_SERVER_COUNT = MetricSpec(
     "k8s_api_server_count",
     "gauge",
-    "1, with error=ok when the API server's health check and lists succeeded, else a short reason.",
-    ("error", "host_ip"),
+    "1, with error=ok when the API server's health check and lists succeeded, else a short reason; host_ip is the"
+    " server's host (IP address or name), url the URL the watchdog uses.",
+    ("error", "host_ip", "url"),
 )
 NODE_GPU_TOTAL = MetricSpec(
     "k8s_node_gpu_total",
@@ -85,6 +133,8 @@ LIST_NODES_LATENCY = MetricSpec(
 ALL: tuple[MetricSpec, ...] = (
     POD_COUNT,
     JOB_POD_COUNT,
+    JOB_CONTAINER_STATUS,
+    JOB_CONTAINER_RESTARTS,
     CONTAINER_COUNT,
     NODE_COUNT,
     API_SERVER_COUNT,
@@ -95,6 +145,7 @@ ALL: tuple[MetricSpec, ...] = (
     HEALTHZ_LATENCY,
     LIST_PODS_LATENCY,
     LIST_NODES_LATENCY,
+    OBJECTS_TIMESTAMP,
 )
 ERROR_TYPES = ("parse", "unknown_pod_cond", "unknown_node_cond", "healthz", "unexpected_container_state", "api")
 """``process_error_log_total`` types: the original five plus ``api`` (a failed list request)."""
@@ -156,12 +207,13 @@ class CumulativeHistogram:
         return family
 
 
-def _sample(spec: MetricSpec, values: list[str]) -> Sample:
-    return Sample(spec.name, dict(zip(spec.labels, values, strict=True)), 1)
+def _sample(spec: MetricSpec, values: list[str], value: float = 1) -> Sample:
+    return Sample(spec.name, dict(zip(spec.labels, values, strict=True)), value)
 
 
 def pod_samples(pod: PodView) -> tuple[Sample, ...]:
-    """The samples one pod contributes: its ``pai_pod_count`` and containers, or its ``pai_job_pod_count``."""
+    """The samples one pod contributes: its ``pai_pod_count`` and containers, or its ``pai_job_pod_count`` and its
+    containers' status and restarts."""
     if pod.service_name is not None:
         return (
             _sample(
@@ -209,10 +261,40 @@ def pod_samples(pod: PodView) -> tuple[Sample, ...]:
                     _bool(pod.bound),
                     pod.pod_scheduled,
                     pod.ready,
+                    pod.username,
+                    pod.reason,
                 ],
             ),
+            *_job_container_samples(pod, pod.job_name),
         )
     return ()
+
+
+def _job_container_samples(pod: PodView, job_name: str) -> Iterator[Sample]:
+    """``pai_job_container_status`` and ``pai_job_container_restarts_total`` of each container of a job pod."""
+    for c in pod.containers:
+        yield _sample(
+            JOB_CONTAINER_STATUS,
+            [
+                job_name,
+                pod.username,
+                pod.name,
+                c.name,
+                pod.namespace,
+                c.state,
+                c.reason,
+                "" if c.exit_code is None else str(c.exit_code),
+                c.last_reason,
+                pod.host_ip,
+                pod.node_name,
+                _bool(c.ready),
+            ],
+        )
+        yield _sample(
+            JOB_CONTAINER_RESTARTS,
+            [job_name, pod.username, pod.name, c.name, pod.namespace, pod.node_name],
+            c.restarts,
+        )
 
 
 def node_samples(node: NodeView) -> tuple[Sample, ...]:
@@ -244,12 +326,25 @@ class ObjectFamilies:
     def __init__(self) -> None:
         self.pods = gauge(POD_COUNT)
         self.job_pods = gauge(JOB_POD_COUNT)
+        self.job_containers = gauge(JOB_CONTAINER_STATUS)
+        self.job_restarts = counter(JOB_CONTAINER_RESTARTS)
         self.containers = gauge(CONTAINER_COUNT)
         self.nodes = gauge(NODE_COUNT)
         self.gpu_total = gauge(NODE_GPU_TOTAL)
         self.gpu_available = gauge(NODE_GPU_AVAILABLE)
         self.gpu_reserved = gauge(NODE_GPU_RESERVED)
-        self._by_name = {f.name: f.samples for f in (self.pods, self.job_pods, self.containers, self.nodes)}
+        self._by_name = {
+            spec.name: family.samples
+            for spec, family in (
+                (POD_COUNT, self.pods),
+                (JOB_POD_COUNT, self.job_pods),
+                (JOB_CONTAINER_STATUS, self.job_containers),
+                (JOB_CONTAINER_RESTARTS, self.job_restarts),
+                (CONTAINER_COUNT, self.containers),
+                (NODE_COUNT, self.nodes),
+            )
+        }
+        """Samples by sample name (a counter's samples end in ``_total``, as its spec's name does)."""
 
     def add_samples(self, samples: Iterable[Sample]) -> None:
         """Samples from :func:`pod_samples` or :func:`node_samples`, each to its family."""
@@ -273,6 +368,8 @@ class ObjectFamilies:
         return (
             self.pods,
             self.job_pods,
+            self.job_containers,
+            self.job_restarts,
             self.containers,
             self.nodes,
             self.gpu_total,
@@ -285,9 +382,16 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def api_server_family(error: str, host: str) -> Metric:
+def api_server_family(error: str, url: str) -> Metric:
+    """``k8s_api_server_count``: ``host_ip`` is the host of ``url`` (the original put the whole URL there)."""
     family = gauge(API_SERVER_COUNT)
-    family.add_metric([error, host], 1)
+    family.add_metric([error, urlsplit(url).hostname or url, url], 1)
+    return family
+
+
+def objects_timestamp_family(listed_at: float) -> Metric:
+    family = gauge(OBJECTS_TIMESTAMP)
+    family.add_metric([], listed_at)
     return family
 
 

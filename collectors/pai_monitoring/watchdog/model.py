@@ -63,6 +63,8 @@ class ContainerView:
     reason: str
     exit_code: int | None
     restarts: int
+    last_reason: str
+    """Reason of the container's last termination (``OOMKilled``, ``Error``), empty when it never ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ class PodView:
     """Value of the service label (``app``) when the pod is a service pod."""
     job_name: str | None
     """Value of the job label (``jobName``) when the pod is a job pod (and not a service pod)."""
+    username: str
+    """Value of the user label (``userName``) of a job pod, empty when absent."""
     phase: str
     host_ip: str
     node_name: str
@@ -192,18 +196,20 @@ def _container(status: Mapping[str, Any], problems: Problems, pod: str) -> Conta
     if state == UNKNOWN:
         problems.note("unexpected_container_state", f"{pod} container={status.get('name')}")
     exit_code = detail.get("exitCode")
+    last = (status.get("lastState") or {}).get("terminated") or {}
     return ContainerView(
         name=str(status.get("name", "")),
         state=state,
         ready=bool(status.get("ready")),
-        reason=str(detail.get("reason") or ""),
+        reason=sys.intern(str(detail.get("reason") or "")),
         exit_code=int(exit_code) if isinstance(exit_code, int) else None,
         restarts=int(status.get("restartCount") or 0),
+        last_reason=sys.intern(str(last.get("reason") or "")),
     )
 
 
 def read_pod(
-    raw: Any, resources: Sequence[str], service_label: str, job_label: str, problems: Problems
+    raw: Any, resources: Sequence[str], service_label: str, job_label: str, problems: Problems, user_label: str = ""
 ) -> PodView | None:
     """A pod of a list page, or ``None`` (counted as ``parse``) when it is not a readable pod."""
     try:
@@ -222,6 +228,7 @@ def read_pod(
                 problems.note("unknown_pod_cond", f"namespace={namespace} pod={name} condition={kind}")
         service = labels.get(service_label) if service_label in labels else None
         job = labels.get(job_label) if service is None and job_label in labels else None
+        user = labels.get(user_label) if job is not None and user_label else None
         containers = tuple(
             _container(c, problems, f"namespace={namespace} pod={name}") for c in status.get("containerStatuses") or ()
         )
@@ -231,6 +238,7 @@ def read_pod(
             namespace=namespace,
             service_name=None if service is None else str(service),
             job_name=None if job is None else str(job),
+            username="" if user is None else sys.intern(str(user)),
             phase=_status(status.get("phase")),
             host_ip=sys.intern(str(status.get("hostIP") or UNSCHEDULED)),
             node_name=sys.intern(str(spec.get("nodeName") or "")),

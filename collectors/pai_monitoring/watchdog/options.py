@@ -51,9 +51,9 @@ class KubernetesOptions(CollectorOptions):
     expiry: float | None = field(
         default=None,
         metadata={
-            "help": "Seconds after which an old snapshot is dropped instead of served (default: the larger of "
-            "2 x interval and interval + 2 x request-timeout + 1, so that the error of a collection failing on a slow "
-            "API server is exported without a gap)."
+            "help": "Seconds after which an old snapshot is dropped instead of served; at least interval + timeout "
+            "(default: the larger of 2 x (interval + timeout) and interval + 2 x request-timeout + 1, so that neither "
+            "a slow collection nor the error of one failing on a slow API server leaves a gap)."
         },
     )
     kubeconfig: Path | None = field(default=None, metadata={"help": "Kubeconfig file to use (its current context)."})
@@ -106,6 +106,10 @@ class KubernetesOptions(CollectorOptions):
         default="jobName",
         metadata={"help": "Pod label that makes a pod (without the service label) a job pod (its value: job_name)."},
     )
+    user_label: str = field(
+        default="userName",
+        metadata={"help": "Pod label of a job pod that names the job's owner (its value: username)."},
+    )
     log_limit: int = field(
         default=200,
         metadata={"help": "Unhealthy pods, containers and nodes logged per kind and collection; the rest counted."},
@@ -136,12 +140,13 @@ class KubernetesOptions(CollectorOptions):
 
     @property
     def effective_expiry(self) -> float:
-        """A collection that fails on a slow API server takes at most a health check and one list request, each up
-        to request-timeout; the last snapshot must outlive it, or k8s_api_server_count{error} would vanish while the
-        API server misbehaves."""
+        """The runtime's default (two cycles of interval + timeout: a healthy but slow collection never lets its
+        series expire), and never less than a collection failing on a slow API server takes: a health check and
+        one list request, each up to request-timeout. The last snapshot must outlive it, or
+        k8s_api_server_count{error} would vanish while the API server misbehaves."""
         if self.expiry is not None:
             return self.expiry
-        return max(2 * self.interval, self.interval + 2 * self.request_timeout + 1.0)
+        return max(super().effective_expiry, self.interval + 2 * self.request_timeout + 1.0)
 
     def validate(self) -> None:
         super().validate()

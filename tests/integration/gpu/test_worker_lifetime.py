@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -30,6 +30,15 @@ threading.Event().wait()
 """
 
 
+def in_driver_call(pid: int) -> bool:
+    """The worker's main thread sleeps inside the simulated driver's blocked call (nanosleep or clock_nanosleep);
+    waiting, it reads its requests (read) instead."""
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[0] in ("35", "230")
+    except (OSError, IndexError):
+        return False
+
+
 def worker_gone(pid: int) -> bool:
     return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
@@ -50,7 +59,7 @@ def test_the_worker_exits_when_the_exporter_is_killed(scenario: Scenario, mode: 
             scenario.append("block.nvmlDeviceGetCount_v2 = 600\n")
             parent.stdin.write("go\n")
             parent.stdin.flush()
-            time.sleep(1.0)  # sequencing, not a measurement: let the worker enter the blocked call
+            wait_for(lambda: in_driver_call(worker), timeout=60)
             assert not worker_gone(worker)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=30)

@@ -67,9 +67,8 @@ def compat_socket(tmp_path: Path) -> Iterator[Path]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     ) as service:  # fmt: skip
         try:
-            for _ in range(100):
-                if sock.exists():
-                    break
+            deadline = time.monotonic() + 60  # a liveness bound: podman starts slowly on a busy machine
+            while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert sock.exists(), "podman system service did not create its socket"
             yield sock

@@ -90,9 +90,10 @@ def test_writer_killed_mid_write_leaves_the_previous_file(node_exporter: tuple[s
     assert "pai_test_version 1" in get(url)[1]
     assert "node_textfile_scrape_error 0" in get(url)[1]
 
-    # the next writer removes the dead one's temporary file
+    # the next writer removes the dead one's temporary file, at the latest by the time its own first file is there
     exporter = start_exporter([f"--textfile.directory={directory}", "--collector.steady"])
     try:
+        wait_for(lambda: "pai_test_steady 1" in target.read_text())
         assert not list(directory.glob(".*.tmp"))
         wait_for(lambda: "pai_test_steady 1" in get(url)[1])
     finally:

@@ -56,7 +56,7 @@ def test_collector_options_from_flags_and_yaml(tmp_path: Path) -> None:
     assert isinstance(options, NodeHealthOptions)
     assert options.interval == 7.0  # the flag wins
     assert options.rss_threshold_bytes == 1024  # from the file
-    assert options.effective_expiry == 14.0
+    assert options.effective_expiry == 2 * (7.0 + options.timeout)  # two cycles of interval + timeout
     assert cfg.max_requests == 3
 
 

@@ -2,7 +2,7 @@
 
 Regenerate it with ``PAI_UPDATE_GOLDEN=1 pytest tests/unit/watchdog/test_exposition.py`` (or ``--update-golden``)
 and review the diff. Latency histograms are left out (their values are timings) and the stand-in's random URL is
-replaced by a fixed one.
+replaced by a fixed one; so is the time of the last list (a timestamp).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from kube_apiserver import ClusterState, KubeApiStandIn
+from pai_monitoring.watchdog.metrics import OBJECTS_TIMESTAMP
 from tests.unit.watchdog.conftest import TOKEN, MakeCollector
 
 GOLDEN = Path(__file__).parent / "golden" / "cluster.prom"
@@ -39,13 +40,19 @@ SCENARIO = {
         {"name": "bob-eval-0", "labels": {"jobName": "bob~eval"}, "phase": "Pending"},
         {"name": "bob-old-0", "labels": {"jobName": "bob~old"}, "node": "gpu-node-1", "phase": "Succeeded",
          "containers": [{"name": "worker", "gpus": 8, "state": "terminated"}]},
+        {"name": "carol-llm-worker-0", "labels": {"jobName": "carol~llm", "userName": "carol"}, "node": "gpu-node-1",
+         "containers": [{"name": "worker", "gpus": 2, "restarts": 3, "last_reason": "OOMKilled", "last_exit_code": 137},
+                        {"name": "sidecar", "state": "terminated", "reason": "Error", "exit_code": 2}]},
+        {"name": "dave-eval-0", "labels": {"jobName": "dave~eval", "userName": "dave"}, "node": "gpu-node-3",
+         "phase": "Failed", "reason": "Evicted", "containers": [{"name": "worker", "state": "terminated",
+                                                                 "reason": "Error", "exit_code": 137}]},
     ],
 }  # fmt: skip
 
 
 class _Fixed(Collector):
     def __init__(self, families: Iterable[Metric]) -> None:
-        self.families = [f for f in families if f.type != "histogram"]
+        self.families = [f for f in families if f.type != "histogram" and f.name != OBJECTS_TIMESTAMP.name]
 
     def collect(self) -> Iterable[Metric]:
         return self.families

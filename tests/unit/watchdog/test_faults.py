@@ -46,13 +46,15 @@ def _scenario(cluster: ClusterState) -> None:
 def test_fault_is_reported_then_recovered(
     cluster: ClusterState, make_collector: MakeCollector, fault: Fault, reason: str, counter: str
 ) -> None:
-    collector = make_collector(request_timeout=0.5)
+    # Far below the slow faults' 30 s, far above what a healthy answer takes on a busy machine.
+    collector = make_collector(request_timeout=2.0)
     assert Scrape(collector.collect()).api_error() == "ok"
 
     cluster.set_fault(fault)
     failing = Scrape(collector.collect())
     assert failing.api_error() == reason
-    assert failing.one("k8s_api_server_count").labels["host_ip"] == collector.api.host
+    assert failing.one("k8s_api_server_count").labels["url"] == collector.api.host
+    assert failing.one("k8s_api_server_count").labels["host_ip"] == "127.0.0.1"  # the host, not the URL
     assert failing.errors(counter) == 1
     assert sum(s.value for s in failing.find("process_error_log_total")) == 1
 
@@ -80,28 +82,40 @@ def test_missing_token_file_is_a_credentials_error(make_collector: MakeCollector
     assert len(result.find("pai_job_pod_count")) == 0
 
 
-def test_old_objects_are_served_until_expiry_then_dropped(cluster: ClusterState, make_collector: MakeCollector) -> None:
+def test_last_known_objects_are_served_marked_stale_while_the_api_fails(
+    cluster: ClusterState, make_collector: MakeCollector
+) -> None:
+    """A watchdog that cannot see keeps the last nodes and pods it saw (their alerts stay) and says how old they are."""
+    cluster.load_scenario({**SCENARIO, "nodes": [{"name": "node1", "ip": "10.0.0.1", "gpus": 4, "ready": False}]})
     collector = make_collector(interval=30.0)
     now = [1000.0]
-    collector.clock = lambda: now[0]
-    assert len(Scrape(collector.collect()).find("pai_job_pod_count")) == 5
+    collector.wall_clock = lambda: now[0]
+    first = Scrape(collector.collect())
+    assert first.one("pai_watchdog_objects_timestamp_seconds").value == 1000.0
+    assert first.one("pai_node_count").labels["ready"] == "false"
 
-    cluster.set_fault(Fault("down"))
-    now[0] += 45  # within 2 x interval of the last good collection
-    within = Scrape(collector.collect())
-    assert within.api_error() == "connection_refused"
-    assert len(within.find("pai_job_pod_count")) == 5
-
-    now[0] += 30  # 75 s old: past the expiry of 60 s
-    expired = Scrape(collector.collect())
-    assert expired.api_error() == "connection_refused"
-    assert expired.find("pai_job_pod_count") == []
-    assert expired.find("pai_node_count") == []
-    assert expired.names() >= {"k8s_api_server_count", "process_error_log", "k8s_api_healthz_resp_latency_seconds"}
+    cluster.set_fault(Fault("error", code=500))
+    now[0] += 3600  # an hour of failures, far past any expiry
+    stale = Scrape(collector.collect())
+    assert stale.api_error() == "http_500"
+    assert len(stale.find("pai_job_pod_count")) == 5
+    assert stale.one("pai_node_count").labels["ready"] == "false"  # NodeNotReady keeps firing
+    assert stale.one("pai_watchdog_objects_timestamp_seconds").value == 1000.0  # marked: an hour old
 
     cluster.set_fault(Fault())
     now[0] += 30
-    assert len(Scrape(collector.collect()).find("pai_job_pod_count")) == 5
+    fresh = Scrape(collector.collect())
+    assert fresh.one("pai_watchdog_objects_timestamp_seconds").value == 4630.0
+    assert len(fresh.find("pai_job_pod_count")) == 5
+
+
+def test_nothing_is_invented_before_the_first_list(cluster: ClusterState, make_collector: MakeCollector) -> None:
+    cluster.set_fault(Fault("error", code=500))
+    result = Scrape(make_collector().collect())
+    assert result.api_error() == "http_500"
+    assert result.find("pai_node_count") == []
+    assert result.find("pai_watchdog_objects_timestamp_seconds") == []
+    assert result.names() >= {"k8s_api_server_count", "process_error_log", "k8s_api_healthz_resp_latency_seconds"}
 
 
 def test_collection_deadline_bounds_a_slow_paginated_list(cluster: ClusterState, make_collector: MakeCollector) -> None:

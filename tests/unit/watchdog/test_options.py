@@ -53,6 +53,26 @@ def test_defaults_keep_tls_on_and_collect_every_30_seconds(token_file: Path) -> 
 
 
 @pytest.mark.parametrize(
+    ("interval", "timeout", "request_timeout", "expiry"),
+    [(30, 60, 10, 180), (2, 5, 4, 14), (0.5, 2, 2, 5.5)],
+    ids=["defaults", "slow-collection", "slow-api-server"],
+)
+def test_the_default_expiry_outlasts_a_slow_collection_and_a_failing_slow_api_server(
+    token_file: Path, interval: float, timeout: float, request_timeout: float, expiry: float
+) -> None:
+    """Two cycles of interval + timeout (a healthy but slow collection never expires), and never less than a
+    collection failing on a slow API server takes (interval + 2 x request-timeout + 1)."""
+    options = build(
+        api_url="https://10.0.0.1:6443",
+        token_file=str(token_file),
+        interval=str(interval),
+        timeout=str(timeout),
+        request_timeout=str(request_timeout),
+    )
+    assert options.effective_expiry == expiry  # with the defaults: not 60 s, shorter than one 90 s cycle
+
+
+@pytest.mark.parametrize(
     ("flags", "flag", "words"),
     [
         ({}, "--collector.kubernetes.kubeconfig", "exactly one credential source"),
@@ -111,7 +131,7 @@ def test_kubeconfig_credentials_reach_the_api(cluster: ClusterState, apiserver: 
     finally:
         collector.close()
     assert result.api_error() == "ok"
-    assert result.one("k8s_api_server_count").labels["host_ip"] == apiserver.url
+    assert result.one("k8s_api_server_count").labels["url"] == apiserver.url
     assert result.one("pai_node_count").labels["node_name"] == "n1"
 
 

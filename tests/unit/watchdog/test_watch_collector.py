@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kube_apiserver import ClusterState, Fault, KubeApiStandIn
+from kube_apiserver import ClusterState, Fault, KubeApiStandIn, build_pod
 from pai_monitoring.watchdog.collector import KubernetesCollector
 from tests.unit.watchdog.conftest import TOKEN, MakeCollector
 from tests.unit.watchdog.helpers import Scrape
@@ -44,7 +44,7 @@ def test_changes_arrive_by_watch_without_listing_again(cluster: ClusterState, ma
     collector = watching(make_collector)
     first = Scrape(collector.collect())
     assert first.one("pai_node_count", node_name="gpu-node-1").labels["ready"] == "true"
-    assert first.value("k8s_node_gpu_available", host_ip="10.0.0.1") == 3  # 8 minus alice's 4 + 1
+    assert first.value("k8s_node_gpu_available", host_ip="10.0.0.1") == 1  # 8 minus alice's 4 + 1, carol's 2
 
     cluster.clear_requests()
     cluster.delete("pods", "default/alice-train-worker-0")
@@ -52,7 +52,7 @@ def test_changes_arrive_by_watch_without_listing_again(cluster: ClusterState, ma
     wait_for("the watch events", lambda: caught_up(collector, cluster))
     second = Scrape(collector.collect())
     assert second.one("pai_node_count", node_name="gpu-node-1").labels["ready"] == "false"
-    assert second.value("k8s_node_gpu_available", host_ip="10.0.0.1") == 8
+    assert second.value("k8s_node_gpu_available", host_ip="10.0.0.1") == 6
     assert second.find("pai_job_pod_count", name="alice-train-worker-0") == []
     assert second.api_error() == "ok"
     assert lists(cluster) == 0
@@ -60,29 +60,73 @@ def test_changes_arrive_by_watch_without_listing_again(cluster: ClusterState, ma
     assert requests == ["/readyz"]  # the collection's only request
 
 
-def test_api_server_down_is_reported_served_until_expiry_and_recovered(
+def test_a_job_container_failure_arrives_by_watch(cluster: ClusterState, make_collector: MakeCollector) -> None:
+    """The job failure series (status, restarts, owner) follow a watched pod as they follow a listed one."""
+    cluster.load_scenario(SCENARIO)
+    collector = watching(make_collector)
+    before = Scrape(collector.collect())
+    assert before.value("pai_job_container_restarts_total", pod_name="carol-llm-worker-0", name="worker") == 3
+
+    cluster.clear_requests()
+    carol = {
+        "name": "carol-llm-worker-0",
+        "labels": {"jobName": "carol~llm", "userName": "carol"},
+        "node": "gpu-node-1",
+        "containers": [
+            {"name": "worker", "gpus": 2, "restarts": 4, "state": "waiting", "reason": "CrashLoopBackOff",
+             "last_reason": "OOMKilled", "last_exit_code": 137},
+            {"name": "sidecar", "state": "terminated", "reason": "Error", "exit_code": 2},
+        ],
+    }  # fmt: skip
+    assert cluster.upsert("pods", build_pod(carol)) == "MODIFIED"
+    changed = cluster.resource_version
+    assert collector.cache is not None
+    pods = collector.cache.pods
+    wait_for("the pod's watch event", lambda: int(pods.state().resource_version or 0) >= changed)
+    after = Scrape(collector.collect())
+    worker = after.one("pai_job_container_status", pod_name="carol-llm-worker-0", name="worker").labels
+    assert (worker["state"], worker["reason"], worker["last_terminated_reason"]) == (
+        "waiting",
+        "CrashLoopBackOff",
+        "OOMKilled",
+    )
+    assert (worker["job_name"], worker["username"]) == ("carol~llm", "carol")
+    assert after.value("pai_job_container_restarts_total", pod_name="carol-llm-worker-0", name="worker") == 4
+    assert lists(cluster) == 0
+
+
+def test_api_server_down_is_reported_served_as_last_known_state_and_recovered(
     cluster: ClusterState, make_collector: MakeCollector
 ) -> None:
+    """While the API server is down the cache is not current: the last good series stay, marked by their age."""
     cluster.load_scenario(SCENARIO)
     collector = watching(make_collector, interval=30.0)
     now = [1000.0]
     collector.clock = lambda: now[0]
-    assert len(Scrape(collector.collect()).find("pai_job_pod_count")) == 4
+    collector.wall_clock = lambda: now[0]
+    first = Scrape(collector.collect())
+    assert len(first.find("pai_job_pod_count")) == 6
+    assert first.one("pai_watchdog_objects_timestamp_seconds").value == 1000.0
 
     cluster.set_fault(Fault("down"))
     now[0] += 45
     down = Scrape(collector.collect())
     assert down.api_error() == "connection_refused"
     assert down.errors("healthz") == 1
-    assert len(down.find("pai_job_pod_count")) == 4  # the last good series, until expiry
-    now[0] += 30
-    assert Scrape(collector.collect()).find("pai_job_pod_count") == []
+    assert len(down.find("pai_job_pod_count")) == 6  # the last known state
+    now[0] += 3600  # far past any expiry: a watchdog that cannot see does not resolve NodeNotReady
+    stale = Scrape(collector.collect())
+    assert len(stale.find("pai_job_pod_count")) == 6
+    assert stale.one("pai_node_count", node_name="gpu-node-3").labels["ready"] == "false"
+    assert len(stale.find("pai_job_container_status")) == 7
+    assert stale.one("pai_watchdog_objects_timestamp_seconds").value == 1000.0
 
     cluster.set_fault(Fault())
     now[0] += 30
     back = Scrape(collector.collect())  # the informers retry at once instead of finishing their back-off
     assert back.api_error() == "ok"
-    assert len(back.find("pai_job_pod_count")) == 4
+    assert len(back.find("pai_job_pod_count")) == 6
+    assert back.one("pai_watchdog_objects_timestamp_seconds").value == now[0]
 
 
 def test_failing_watch_is_reported_while_the_health_check_passes(
@@ -102,7 +146,7 @@ def test_failing_watch_is_reported_while_the_health_check_passes(
     assert failing.api_error() == "http_403"
     assert failing.errors("api") == 1
     assert failing.errors("healthz") == 0
-    assert len(failing.find("pai_job_pod_count")) == 4  # last good, within expiry
+    assert len(failing.find("pai_job_pod_count")) == 6  # the last known state
 
     cluster.set_fault(Fault())
     assert Scrape(collector.collect()).api_error() == "ok"
