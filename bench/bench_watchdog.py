@@ -13,7 +13,8 @@ For each design (``list``: ``--collector.kubernetes.watch=false``; ``watch``: th
 Figures: wall time and CPU time (the collector thread's; and the whole harness's, informer threads included) of
 the first collection and of the later ones; peak RSS of the harness (``ru_maxrss``: interpreter and client library
 included); and what the API server had to serve (requests and bytes, from the stand-in's counters) over the
-window of the later collections, scaled to requests per minute at the default interval of 30 s. The machine's
+window of the later collections, scaled to requests per minute at the default interval of 30 s; and the series
+in the collector's exposition after the last collection. The machine's
 load average is printed next to the figures: on a shared machine wall times are inflated, CPU times much less.
 Nothing asserts on time; docs/watchdog.md and docs/scaling.md quote the figures.
 
@@ -77,14 +78,22 @@ def harness(api_url: str, page_size: int, watch: bool, cycles: int, gap: float) 
             time.sleep(gap)  # pacing, as the interval paces collections
         start, thread_cpu, process_cpu = time.monotonic(), time.thread_time(), time.process_time()
         ok = runner.run_iteration()
+        seconds, cpu, all_cpu = (
+            time.monotonic() - start,
+            time.thread_time() - thread_cpu,
+            time.process_time() - process_cpu,
+        )
+        snapshot = runner.status().snapshot
+        text = b"" if snapshot is None else snapshot.rendered
         event(
             "cycle",
             index=index,
             ok=ok,
-            seconds=time.monotonic() - start,
-            thread_cpu=time.thread_time() - thread_cpu,
-            process_cpu=time.process_time() - process_cpu,
+            seconds=seconds,
+            thread_cpu=cpu,
+            process_cpu=all_cpu,
             peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            series=text.count(b"\n") - text.count(b"\n#") - text.startswith(b"#"),  # sample lines, no copies
         )
     event("done", peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     runner.stop()
@@ -211,10 +220,10 @@ def report(results: list[Result], args: argparse.Namespace, load_start: tuple[fl
     print()
     print(
         "| design | first collection: wall / collector CPU | later collections: wall median (max) "
-        "| collector CPU median | peak RSS | API requests/min at 30 s (list + watch + health) | MB/min served "
-        "| harness CPU s/min | stand-in CPU s/min |"
+        "| collector CPU median | peak RSS | series | API requests/min at 30 s (list + watch + health) "
+        "| MB/min served | harness CPU s/min | stand-in CPU s/min |"
     )
-    print("|---|---|---|---|---:|---|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---|---:|---:|---:|")
     for r in results:
         walls = [c["seconds"] for c in r.later] or [0.0]
         cpus = [c["thread_cpu"] for c in r.later] or [0.0]
@@ -230,6 +239,7 @@ def report(results: list[Result], args: argparse.Namespace, load_start: tuple[fl
             f"{statistics.median(walls):.2f} s ({max(walls):.2f} s)",
             f"{statistics.median(cpus):.2f} s",
             f"{r.peak_rss_mib:.0f} MiB",
+            f"{int((r.later or [r.first])[-1].get('series', 0)):,}",
             f"{sum(per_min.values()):.1f} ({per_min['list_requests']:.1f} + {per_min['watch_requests']:.1f} + "
             f"{per_min['other_requests']:.1f})",
             f"{megabytes:.2f}",

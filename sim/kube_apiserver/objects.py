@@ -98,7 +98,7 @@ def _container_state(spec: Mapping[str, Any]) -> client.V1ContainerState:
                 exit_code=int(spec.get("exit_code", 0)),
                 reason=str(spec.get("reason", "Completed")),
                 started_at=CREATED,
-                finished_at=CREATED,
+                finished_at=spec.get("finished_at", CREATED),
             )
         )
     if state == "none":
@@ -123,7 +123,8 @@ def build_pod(spec: Mapping[str, Any]) -> client.V1Pod:
     ``phase`` (default Running, or Pending when not scheduled), ``ready``, ``conditions`` (overrides, or ``none``),
     ``reason``/``message`` (pod status), ``containers`` and ``init_containers`` (each ``name``, ``state``
     running/waiting/terminated/none, ``reason``, ``exit_code``, ``ready``, ``restarts``, ``last_reason`` and
-    ``last_exit_code`` (the last termination, e.g. ``OOMKilled``/137), ``gpus`` (limit),
+    ``last_exit_code`` (the last termination, e.g. ``OOMKilled``/137) with ``last_finished_at`` (a
+    ``datetime``, default the creation time), ``gpus`` (limit),
     ``gpu_requests``, ``restart_policy``), ``gpu_resource``.
     """
     name = str(spec["name"])
@@ -167,7 +168,12 @@ def build_pod(spec: Mapping[str, Any]) -> client.V1Pod:
             restart_count=int(c.get("restarts", 0)),
             state=_container_state(c),
             last_state=_container_state(
-                {"state": "terminated", "reason": c["last_reason"], "exit_code": c.get("last_exit_code", 1)}
+                {
+                    "state": "terminated",
+                    "reason": c["last_reason"],
+                    "exit_code": c.get("last_exit_code", 1),
+                    "finished_at": c.get("last_finished_at", CREATED),
+                }
             )
             if c.get("last_reason")
             else None,

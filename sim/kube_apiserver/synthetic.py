@@ -111,7 +111,15 @@ class SyntheticCluster:
                     **job,
                     "ready": False,
                     "containers": [
-                        {"name": "worker", "gpus": 1, "state": "waiting", "reason": "CrashLoopBackOff", "restarts": 7}
+                        {
+                            "name": "worker",
+                            "gpus": 1,
+                            "state": "waiting",
+                            "reason": "CrashLoopBackOff",
+                            "restarts": 7,
+                            "last_reason": "Error",
+                            "last_exit_code": 1,
+                        }
                     ],
                 }
             ),

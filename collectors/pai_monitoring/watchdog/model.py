@@ -7,6 +7,7 @@ problem and skipped, unknown conditions and container states are counted as the 
 
 from __future__ import annotations
 
+import datetime
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,10 @@ class ContainerView:
     restarts: int
     last_reason: str
     """Reason of the container's last termination (``OOMKilled``, ``Error``), empty when it never ended."""
+    last_exit_code: int | None
+    last_finished: float | None
+    """Unix time its last termination ended (``lastState.terminated.finishedAt``); ``None`` when it has none, or
+    when the kubelet could not tell (e.g. ``ContainerStatusUnknown`` carries no time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,19 @@ class PodView:
     def holds_resources(self) -> bool:
         """Scheduled and not finished: the kubelet counts its requests against the node."""
         return self.bound and self.phase not in TERMINAL_PHASES
+
+
+def container_is_unhealthy(pod: PodView, container: ContainerView) -> bool:
+    """Waiting, in an unknown state, terminated with an error, or running but not ready while the pod runs.
+
+    The one test of a container's health: the journal logs these containers, and for a job pod only these have a
+    ``pai_job_container_status`` series (a healthy cluster costs no series per container).
+    """
+    if container.state in ("waiting", "unknown"):
+        return pod.phase != "succeeded"
+    if container.state == "terminated":
+        return container.exit_code not in (0, None)
+    return pod.phase == "running" and not container.ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +203,19 @@ def effective_gpus(spec: Mapping[str, Any], resources: Sequence[str]) -> float:
     return total
 
 
+def _timestamp(value: object) -> float | None:
+    """An RFC 3339 time of the API (``2026-01-01T00:00:00Z``) as Unix time; ``None`` when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # the API always sends UTC; be lenient with a server that leaves out the zone
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
 def _container(status: Mapping[str, Any], problems: Problems, pod: str) -> ContainerView:
     state_obj = status.get("state") or {}
     state = UNKNOWN
@@ -197,6 +228,7 @@ def _container(status: Mapping[str, Any], problems: Problems, pod: str) -> Conta
         problems.note("unexpected_container_state", f"{pod} container={status.get('name')}")
     exit_code = detail.get("exitCode")
     last = (status.get("lastState") or {}).get("terminated") or {}
+    last_exit_code = last.get("exitCode")
     return ContainerView(
         name=str(status.get("name", "")),
         state=state,
@@ -205,6 +237,8 @@ def _container(status: Mapping[str, Any], problems: Problems, pod: str) -> Conta
         exit_code=int(exit_code) if isinstance(exit_code, int) else None,
         restarts=int(status.get("restartCount") or 0),
         last_reason=sys.intern(str(last.get("reason") or "")),
+        last_exit_code=int(last_exit_code) if isinstance(last_exit_code, int) else None,
+        last_finished=_timestamp(last.get("finishedAt")),
     )
 
 

@@ -21,7 +21,8 @@ DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 10_000
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 """A page of 500 pods is 2-8 MB of JSON with managed fields; decoded it takes about six times that in memory, so a
-16 MiB page costs about 100 MiB at its peak, which the unit's ``MemoryMax=256M`` holds next to the daemon itself."""
+16 MiB page costs about 100 MiB at its peak, which the unit's ``MemoryMax`` (768M by default) holds next to the
+cache of a large cluster."""
 RESPONSE_BYTES_BOUNDS = (64 * 1024, 128 * 1024 * 1024)
 DEFAULT_WATCH_TIMEOUT_SECONDS = 300.0
 """The server ends a watch after this (``timeoutSeconds``) and the informer opens the next one where it stopped."""

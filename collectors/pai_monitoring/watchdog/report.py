@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from pai_monitoring.watchdog.model import ContainerView, NodeView, PodView
+from pai_monitoring.watchdog.model import NodeView, PodView, container_is_unhealthy
 
 log = logging.getLogger("pai_monitoring.watchdog")
 
@@ -35,15 +35,6 @@ def kv(pairs: Iterable[tuple[str, object]]) -> str:
 def pod_is_unhealthy(pod: PodView) -> bool:
     """Pending, failed or unknown, or running but not ready (a finished pod is healthy)."""
     return pod.phase not in _HEALTHY_POD_PHASES or (pod.phase == "running" and pod.ready != "true")
-
-
-def container_is_unhealthy(pod: PodView, container: ContainerView) -> bool:
-    """Waiting, in an unknown state, terminated with an error, or running but not ready while the pod runs."""
-    if container.state in ("waiting", "unknown"):
-        return pod.phase != "succeeded"
-    if container.state == "terminated":
-        return container.exit_code not in (0, None)
-    return pod.phase == "running" and not container.ready
 
 
 def node_is_unhealthy(node: NodeView) -> bool:

@@ -28,7 +28,7 @@ LIMITS = UnitLimits.of_role("watchdog")
 LAUNCH = ("-c", "import sys; from pai_monitoring.cli import watchdog_main; sys.exit(watchdog_main())")
 REQUEST_TIMEOUT, COLLECTION_TIMEOUT = 2.0, 4.0
 OVERSIZE_BYTES = 200 * 2**20
-"""A list page of 200 MiB: decoded whole it would take far more than the unit's 256M."""
+"""A list page of 200 MiB: decoded whole (about six times its size) it would take more than the unit's MemoryMax."""
 DRIP_EVERY, DRIP_SECONDS = 0.25, 60.0
 
 POD = {

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -202,8 +203,25 @@ def test_node_not_ready_holds_while_the_watchdog_is_down(
 def test_failures_of_a_users_job_page_with_the_job_and_its_owner(
     make_watchdog: Callable[..., Watchdog], cluster: ClusterState, tmp_path: Path
 ) -> None:
+    """Healthy job containers have no series; a container that starts restarting (its counter appears with the
+    first restart, as it does in a real cluster), one that fails and an evicted pod each page with the job and
+    its owner."""
+
     def job_pod(name: str, **extra: object) -> dict[str, object]:
         return {"name": name, "labels": {"jobName": "alice~bert", "userName": "alice"}, "node": "node2", **extra}
+
+    def cluster_with(restarts: int) -> dict[str, object]:
+        oom_killed = {"last_reason": "OOMKilled", "last_exit_code": 137, "last_finished_at": datetime.now(UTC)}
+        return {
+            **SCENARIO,
+            "pods": [
+                job_pod("bert-0", containers=[{"name": "main", "restarts": restarts, **oom_killed}]),
+                job_pod("bert-1", containers=[{"name": "main", "state": "terminated", "reason": "Error",
+                                               "exit_code": 3}]),
+                job_pod("bert-2", phase="Failed", reason="Evicted", containers=[{"name": "main", "state": "terminated",
+                                                                                 "reason": "Error", "exit_code": 137}]),
+            ],
+        }  # fmt: skip
 
     healthy = {**SCENARIO, "pods": [job_pod("bert-0"), job_pod("bert-1"), job_pod("bert-2")]}
     cluster.load_scenario(healthy)
@@ -211,20 +229,13 @@ def test_failures_of_a_users_job_page_with_the_job_and_its_owner(
     names = ("PaiJobContainerRestarting", "PaiJobContainerOOMKilled", "PaiJobContainerFailed", "PaiJobPodEvicted")
     overrides: dict[str, dict[str, object]] = {name: {"for": "2s"} for name in names}
     with running_prometheus({"pai_watchdog": [f"127.0.0.1:{watchdog.port}"]}, rules(tmp_path, overrides)) as prom:
-        prom.wait_for_series('pai_job_container_restarts_total{pod_name="bert-0"} == 0')
+        prom.wait_for_series('pai_job_pod_count{name="bert-2", phase="running"}')
+        assert prom.query('{__name__=~"pai_job_container_.*"}') == []  # healthy: no series per container
         assert [a for a in prom.alerts() if a["labels"]["alertname"] in names] == []
 
-        cluster.load_scenario({
-            **SCENARIO,
-            "pods": [
-                job_pod("bert-0", containers=[{"name": "main", "restarts": 4, "last_reason": "OOMKilled",
-                                               "last_exit_code": 137}]),
-                job_pod("bert-1", containers=[{"name": "main", "state": "terminated", "reason": "Error",
-                                               "exit_code": 3}]),
-                job_pod("bert-2", phase="Failed", reason="Evicted", containers=[{"name": "main", "state": "terminated",
-                                                                                 "reason": "Error", "exit_code": 137}]),
-            ],
-        })  # fmt: skip
+        for restarts in (1, 2, 3):  # one restart at a time, each seen by Prometheus, as a crash loop goes
+            cluster.load_scenario(cluster_with(restarts))
+            prom.wait_for_series(f'pai_job_container_restarts_total{{pod_name="bert-0"}} == {restarts}')
         owner = {"job_name": "alice~bert", "username": "alice"}
         restarting = prom.wait_for_alert("PaiJobContainerRestarting", labels={**owner, "pod_name": "bert-0"})
         oom = prom.wait_for_alert("PaiJobContainerOOMKilled", labels={**owner, "pod_name": "bert-0"})

@@ -8,6 +8,7 @@ import pytest
 from kubernetes import client
 
 from kube_apiserver import ClusterState, build_node, build_pod
+from pai_monitoring.watchdog.model import Problems, read_pod
 from tests.unit.watchdog.conftest import MakeCollector
 from tests.unit.watchdog.helpers import Scrape
 
@@ -163,6 +164,63 @@ def test_waiting_and_terminated_containers(cluster: ClusterState, make_collector
     states = {s.labels["name"]: s.labels["state"] for s in result.find("pai_container_count")}
     assert states == {"oom": "terminated", "pull": "waiting", "odd": "unknown"}
     assert result.errors("unexpected_container_state") == 1
+
+
+def test_job_containers_have_series_only_while_something_is_wrong(
+    cluster: ClusterState, make_collector: MakeCollector
+) -> None:
+    """A healthy job container costs no series; a failing one has its state, restarts and last termination."""
+    job = {"labels": {"jobName": "alice~bert", "userName": "alice"}, "node": "node1"}
+    cluster.load_scenario(
+        {
+            "token": "watchdog-test-token",
+            "nodes": NODES[:1],
+            "pods": [
+                {**job, "name": "healthy", "containers": [{"name": "main"}, {"name": "sidecar"}]},
+                {**job, "name": "done", "phase": "Succeeded", "ready": False,
+                 "containers": [{"name": "main", "state": "terminated", "reason": "Completed", "exit_code": 0}]},
+                {**job, "name": "starting", "ready": False, "containers": [{"name": "main", "ready": False}]},
+                {**job, "name": "creating", "phase": "Pending", "ready": False,
+                 "containers": [{"name": "main", "state": "waiting", "reason": "ContainerCreating"}]},
+                {**job, "name": "failed", "phase": "Failed", "ready": False,
+                 "containers": [{"name": "main", "state": "terminated", "reason": "Error", "exit_code": 3}]},
+                {**job, "name": "looping", "ready": False,
+                 "containers": [{"name": "main", "state": "waiting", "reason": "CrashLoopBackOff", "restarts": 5,
+                                 "last_reason": "Error", "last_exit_code": 1}]},
+                {**job, "name": "recovered", "containers": [{"name": "main", "restarts": 1, "last_reason": "OOMKilled",
+                                                             "last_exit_code": 137}]},
+                # the kubelet lost the container: a last termination without a time
+                {**job, "name": "lost", "containers": [{"name": "main", "restarts": 1,
+                                                        "last_reason": "ContainerStatusUnknown",
+                                                        "last_exit_code": 137, "last_finished_at": None}]},
+            ],
+        }
+    )  # fmt: skip
+    result = scrape(make_collector)
+    assert len(result.find("pai_job_pod_count")) == 8
+    status = {s.labels["pod_name"]: (s.labels["state"], s.labels["reason"], s.labels["exit_code"])
+              for s in result.find("pai_job_container_status")}  # fmt: skip
+    assert status == {
+        "starting": ("running", "", ""),  # running, not ready yet
+        "creating": ("waiting", "ContainerCreating", ""),
+        "failed": ("terminated", "Error", "3"),
+        "looping": ("waiting", "CrashLoopBackOff", ""),
+    }
+    assert {s.labels["pod_name"]: s.value for s in result.find("pai_job_container_restarts_total")} == {
+        "looping": 5,
+        "recovered": 1,
+        "lost": 1,
+    }
+    last = {s.labels["pod_name"]: (s.labels["reason"], s.labels["exit_code"], s.value)
+            for s in result.find("pai_job_container_last_terminated_timestamp_seconds")}  # fmt: skip
+    created = 1767225600.0  # the stand-in's default time of a last termination: 2026-01-01T00:00:00Z
+    assert last == {"looping": ("Error", "1", created), "recovered": ("OOMKilled", "137", created)}
+    for sample in result.find("pai_job_container_status"):
+        assert (sample.labels["job_name"], sample.labels["username"], sample.labels["node_name"]) == (
+            "alice~bert",
+            "alice",
+            "node1",
+        )
 
 
 def test_nodes_conditions_and_cordon(cluster: ClusterState, make_collector: MakeCollector) -> None:
@@ -428,3 +486,31 @@ def test_log_lines_are_capped_per_collection(
     lines = [r.getMessage() for r in caplog.records]
     assert len([line for line in lines if line.startswith("unhealthy_pod ")]) == 5
     assert any(line.startswith("unhealthy_not_logged containers=0 nodes=0 pods=7") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("finished_at", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", 1767225600.0),  # as the API sends it
+        ("2026-01-01T01:00:00+01:00", 1767225600.0),
+        ("2026-01-01T00:00:00", 1767225600.0),  # no zone: taken as UTC, as the API means it
+        (None, None),  # ContainerStatusUnknown: the kubelet recorded no time
+        ("yesterday", None),
+    ],
+)
+def test_last_termination_time_is_read_from_finished_at(finished_at: str | None, expected: float | None) -> None:
+    last: dict[str, object] = {"exitCode": 137, "reason": "OOMKilled"}
+    if finished_at is not None:
+        last["finishedAt"] = finished_at
+    raw = {
+        "metadata": {"name": "p", "namespace": "default", "labels": {"jobName": "j"}},
+        "status": {
+            "containerStatuses": [
+                {"name": "main", "restartCount": 1, "state": {"running": {}}, "lastState": {"terminated": last}}
+            ]
+        },
+    }
+    pod = read_pod(raw, ("nvidia.com/gpu",), "app", "jobName", Problems())
+    assert pod is not None
+    (container,) = pod.containers
+    assert (container.last_reason, container.last_exit_code, container.last_finished) == ("OOMKilled", 137, expected)
