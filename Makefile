@@ -8,7 +8,7 @@ PYTEST := $(VENV)/bin/pytest
 ANSIBLE_VENV := .cache/molecule-venv
 UNIT_MARKERS := not integration and not molecule and not e2e and not gpu_hardware
 
-.PHONY: help deps hosts lintenv check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel clean
+.PHONY: help deps hosts lintenv check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel wheelhouse collection clean
 
 help:
 	@echo "make demo       sandbox cluster on this machine, deployed by playbooks/site.yml"
@@ -17,6 +17,8 @@ help:
 	@echo "make check      the fast tier: lint (Python, YAML, Ansible), types, unit and rule tests"
 	@echo "make docs       regenerate docs/metrics.md and docs/alerts.md"
 	@echo "make bench      benchmarks (figures, not pass/fail)"
+	@echo "make wheelhouse dist/wheelhouse: the wheels the hosts install, for their Python (3.11, 3.13)"
+	@echo "make collection dist/pai-monitoring-<version>.tar.gz: the Ansible collection pai.monitoring"
 
 deps:
 	tools/bootstrap.sh
@@ -30,6 +32,7 @@ lint: deps lintenv
 	$(VENV)/bin/ruff format --check .
 	$(ANSIBLE_VENV)/bin/yamllint --strict .
 	PATH="$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH" ANSIBLE_ROLES_PATH="$(CURDIR)/roles" \
+	  ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/.cache/collections" \
 	  ANSIBLE_HOME="$(CURDIR)/.cache/ansible-home" NO_COLOR=1 PY_COLORS=0 \
 	  $(ANSIBLE_VENV)/bin/ansible-lint --profile production --nocolor --offline
 
@@ -74,6 +77,15 @@ bench: deps
 
 wheel: deps
 	$(PY) -m build --wheel --outdir dist .
+
+# What a controller deploys a site with (README, "Deploy on a real cluster"); neither needs the project's .venv.
+# tools/wheelhouse.sh -p X.Y -a ARCH builds for other hosts.
+wheelhouse:
+	tools/wheelhouse.sh -o dist/wheelhouse
+
+ANSIBLE_GALAXY ?= ansible-galaxy
+collection:
+	$(ANSIBLE_GALAXY) collection build --force --output-path dist .
 
 clean:
 	rm -rf dist build .mypy_cache .ruff_cache .pytest_cache

@@ -149,6 +149,8 @@ def ansible_environment() -> dict[str, str]:
     return {
         **os.environ,
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        # the checkout as the collection pai.monitoring, whose filters the roles use (tests/hosts/setup.sh)
+        "ANSIBLE_COLLECTIONS_PATH": str(cache / "collections"),
         "ANSIBLE_HOME": str(cache / "ansible-home"),
         "ANSIBLE_PIPELINING": "true",
         # A connection starts with `podman exec`, which waits for podman's lock while other podman commands run.

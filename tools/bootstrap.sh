@@ -62,6 +62,6 @@ stamp=$VENV/.pai-installed
 if [[ ! -f $stamp || $REPO/pyproject.toml -nt $stamp ]]; then
   log "installing pai-monitoring and its developer tools into $VENV"
   "$VENV/bin/pip" install -q --upgrade 'pip>=25.1'
-  "$VENV/bin/pip" install -q -e "$REPO" --group dev
+  "$VENV/bin/pip" install -q -e "$REPO[gpu,watchdog]" --group dev
   touch "$stamp"
 fi

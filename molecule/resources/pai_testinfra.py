@@ -85,6 +85,15 @@ def samples(exposition: str, name: str) -> list[str]:
     return [line for line in exposition.splitlines() if re.match(rf"{re.escape(name)}(\{{|\s)", line)]
 
 
+NVIDIA_DEVICE_CLASSES = {
+    "char-nvidia-frontend rw",
+    "char-nvidiactl rw",
+    "char-nvidia-caps rw",
+    "char-nvidia-uvm rw",
+}
+"""The job-exporter unit's DeviceAllow= with the GPU collector on: the NVIDIA device classes, whatever nodes exist."""
+
+
 def current_nvml_status(exposition: str) -> list[str]:
     """The ``status`` label of every ``pai_gpu_nvml_status`` sample that is 1 (exactly one on a healthy exporter)."""
     return [
@@ -167,7 +176,12 @@ def run_playbook_file(playbook: Path, extra_vars: dict[str, Any] | None = None, 
     """Run a playbook against the scenario's guests (molecule's inventory, with its group variables)."""
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE", "")
     assert inventory, "MOLECULE_INVENTORY_FILE is not set: run this through molecule verify"
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".cache" / "collections"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
     result = subprocess.run(
         ["ansible-playbook", "-i", inventory, "-e", json.dumps(extra_vars or {}), str(playbook)],
         capture_output=True,

@@ -36,7 +36,7 @@ fi
 # molecule must run from an activated virtualenv (it calls ansible-config from PATH).
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-export ANSIBLE_ROLES_PATH=$REPO/roles
+export ANSIBLE_ROLES_PATH=$REPO/roles ANSIBLE_COLLECTIONS_PATH=$REPO/.cache/collections
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
 
 remove_leftovers() {

@@ -11,11 +11,12 @@
 #   5. the wheelhouse .cache/wheelhouse: our wheel and every dependency wheel for Python 3.11 (Debian 12) and 3.13
 #      (Debian 13), so guests install offline;
 #   6. the simulated NVML library .cache/nvml-sim/libnvidia-ml.so.1 when sim/nvml/ exists (the guest has no gcc);
-#   7. the ssh key and client configuration .cache/ssh/ that Ansible and testinfra reach the guests with.
+#   7. the ssh key and client configuration .cache/ssh/ that Ansible and testinfra reach the guests with;
+#   8. .cache/collections: this checkout as the collection pai.monitoring (a link), for ANSIBLE_COLLECTIONS_PATH.
 #
 # Usage: tests/hosts/setup.sh [--rebuild-image] [--skip-wheelhouse] [--venv-only]
-#   --venv-only: only step 4 (what `make check` needs for yamllint, ansible-lint and the local preflight plays;
-#   no root, no apt).
+#   --venv-only: only steps 4 and 8 (what `make check` needs for yamllint, ansible-lint and the local preflight
+#   plays; no root, no apt).
 # Environment: WORK (default <repo>/.cache).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -249,11 +250,11 @@ build_wheelhouse() {
   cp -r "$REPO/collectors" "$src/"
   find "$src" -name __pycache__ -prune -exec rm -rf {} +
   # Debian 13 guests run Python 3.13: the same dependencies as binary wheels for it (pure wheels are shared).
-  { "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELHOUSE" "$src" \
+  { "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$WHEELHOUSE" "$src[gpu,watchdog]" \
     && "$VENV/bin/pip" download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELHOUSE" \
       --python-version 3.13 --implementation cp --abi cp313 --abi abi3 --abi none \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-      "$WHEELHOUSE"/pai_monitoring-*.whl; } 2>"$WORK/wheelhouse.log" || { tail -20 "$WORK/wheelhouse.log" >&2; return 1; }
+      "$(echo "$WHEELHOUSE"/pai_monitoring-*.whl)[gpu,watchdog]"; } 2>"$WORK/wheelhouse.log" || { tail -20 "$WORK/wheelhouse.log" >&2; return 1; }
   printf '%s\n' "$digest" > "$WHEELHOUSE/.source-digest"
 }
 
@@ -267,6 +268,14 @@ build_nvml_sim() {
   built=$(python3 "$src/build.py" | tail -1)
   mkdir -p "$out"
   install -m 0644 "$built/libnvidia-ml.so.1" "$out/libnvidia-ml.so.1"
+}
+
+# The roles name the collection's filters by their full names (pai.monitoring.NAME): a run of the roles from this
+# checkout puts .cache/collections on ANSIBLE_COLLECTIONS_PATH, where this link makes the checkout that collection.
+link_checkout_collection() {
+  local parent=$WORK/collections/ansible_collections/pai
+  mkdir -p "$parent"
+  [[ -L $parent/monitoring ]] || ln -s ../../../.. "$parent/monitoring"
 }
 
 # Ansible and testinfra reach a guest over ssh, with the guest's sshd started per connection by `podman exec -i
@@ -295,6 +304,7 @@ CONFIG
 
 if $VENV_ONLY; then
   create_venv
+  link_checkout_collection
   log "ready: venv $VENV"
   exit 0
 fi
@@ -307,6 +317,7 @@ images=$!
 create_venv
 build_wheelhouse
 build_nvml_sim
+link_checkout_collection
 write_ssh_config
 wait "$images"
 log "ready: images $(for r in "${RELEASES[@]}"; do printf '%s ' "$(image_name "$r")"; done)venv $VENV, wheelhouse \

@@ -153,11 +153,9 @@ def write_config(
 def tuned_rule_file(directory: Path, shipped: str, overrides: Mapping[str, Mapping[str, object]]) -> Path:
     """A shipped rule file (``alerts/kubernetes.rules.yml``) with ``prometheus_alert_overrides`` applied by the
     prometheus role's own filter, so tests run the shipped expressions with shorter ``for:`` durations."""
-    spec = importlib.util.spec_from_file_location(
-        "pai_rules_filter", REPO / "roles/prometheus/filter_plugins/pai_rules.py"
-    )
+    spec = importlib.util.spec_from_file_location("pai_rules_filter", REPO / "plugins/filter/rules.py")
     if spec is None or spec.loader is None:
-        raise ImportError("roles/prometheus/filter_plugins/pai_rules.py cannot be loaded")
+        raise ImportError("plugins/filter/rules.py cannot be loaded")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     path = directory / shipped.replace("/", "-")

@@ -4,8 +4,6 @@ by the real promtool and amtool. (The running pair, losing a host, is the end-to
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,21 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.render import render, role_defaults
 from tests.unit.test_rules import render_alertmanager_config
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".cache" / "molecule-venv" / "bin"
 PLAYBOOK = Path(__file__).parent / "monitoring_ha" / "render.yml"
-TIMEOUT_S = 300
 REMOTE_WRITE = [{"url": "http://vm.example.org:8428/api/v1/write", "queue_config": {"max_shards": 4}}]
 
 
 def _defaults() -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for role in ("prometheus", "alertmanager"):
-        merged.update(yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text(encoding="utf-8")))
-    merged.pop("prometheus_suite_rules_dir")  # refers to role_path, which only a role has
-    return merged
+    return role_defaults("prometheus", "alertmanager")
 
 
 SITES: dict[str, Any] = {
@@ -64,9 +56,6 @@ SITES: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """One playbook run over every site of SITES; the files of each host."""
-    playbook = VENV_BIN / "ansible-playbook"
-    if not playbook.is_file():
-        pytest.fail(f"{playbook} is missing: run tests/hosts/setup.sh to create the molecule virtualenv")
     work = tmp_path_factory.mktemp("monitoring-ha")
     inventory = {
         "all": {
@@ -74,20 +63,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
             "children": {**SITES, "gpu_nodes": {"hosts": {"gpu-node-1": {}}}},
         }
     }
-    (work / "inventory.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
-    plugins = os.pathsep.join(str(REPO / "roles" / role / "filter_plugins") for role in ("prometheus", "alertmanager"))
-    env = {
-        **os.environ,
-        "ANSIBLE_FILTER_PLUGINS": plugins,
-        "ANSIBLE_HOME": str(REPO / ".cache" / "ansible-home"),
-        "ANSIBLE_LOCALHOST_WARNING": "false",
-        "ANSIBLE_PYTHON_INTERPRETER": str(VENV_BIN / "python"),
-        "NO_COLOR": "1",
-    }
-    argv = [str(playbook), "-i", str(work / "inventory.yml"), str(PLAYBOOK), "-e", f"repo={REPO}", "-e", f"out={work}"]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    documents = json.loads((work / "rendered.json").read_text(encoding="utf-8"))
+    documents = render(PLAYBOOK, inventory, work)
     files: dict[str, dict[str, Any]] = {}
     for host, texts in documents.items():
         directory = work / host

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-PLUGINS = Path(__file__).resolve().parents[2] / "roles" / "prometheus" / "filter_plugins"
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins" / "filter"
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
 
@@ -26,8 +26,8 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-rules = _load("pai_rules")
-targets = _load("pai_targets")
+rules = _load("rules")
+targets = _load("targets")
 
 SHIPPED = """\
 # comment kept when nothing changes

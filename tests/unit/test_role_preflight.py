@@ -50,8 +50,11 @@ def free_port() -> int:
 
 
 def task_names(role: str, stage: str) -> set[str]:
-    tasks = yaml.safe_load((REPO / "roles" / role / "tasks" / f"{stage}.yml").read_text(encoding="utf-8"))
-    return {task["name"] for task in tasks}
+    """Names of the tasks of a role's stage, with those of the shared exporter_base stage the role runs."""
+    files = [REPO / "roles" / role / "tasks" / f"{stage}.yml"]
+    if "exporter_base" in (REPO / "roles" / role / "tasks" / "main.yml").read_text(encoding="utf-8"):
+        files += sorted((REPO / "roles" / "exporter_base" / "tasks").glob(f"{stage}*.yml"))
+    return {task["name"] for path in files for task in yaml.safe_load(path.read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +186,7 @@ def outcomes(cases: dict[str, Case], tmp_path_factory: pytest.TempPathFactory) -
     env = {
         **os.environ,
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".cache" / "collections"),
         # Ansible's own files stay in the test's directory (nothing in ~/.ansible).
         "ANSIBLE_HOME": str(work / "ansible-home"),
         "ANSIBLE_LOCAL_TEMP": str(work / "ansible-local"),

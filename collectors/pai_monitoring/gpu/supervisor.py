@@ -38,17 +38,7 @@ class WorkerFailed(RuntimeError):
         """True when NVML did not answer in time (or a killed worker is still stuck in the driver)."""
 
 
-# The worker needs only the ``gpu`` subpackage and pynvml. It runs with ``-S`` (no ``site``: about 2.7 MB less in a
-# virtualenv) and starts from an empty ``pai_monitoring`` package shell whose path is the real package directory, so
-# that the package's own ``__init__`` (a version lookup through importlib.metadata, about 3.4 MB) does not run.
-# ``python -m pai_monitoring.gpu.worker`` works as well, at that cost.
-_BOOTSTRAP = (
-    "import sys, types; "
-    "sys.path[:0] = [p for p in sys.argv[2:] if p]; "
-    "shell = types.ModuleType('pai_monitoring'); shell.__path__ = [sys.argv[1]]; "
-    "sys.modules['pai_monitoring'] = shell; "
-    "from pai_monitoring.gpu.worker import main; sys.exit(main())"
-)
+WORKER_MODULE = "pai_monitoring.gpu.worker"
 
 
 def _pynvml_directory() -> str:
@@ -60,17 +50,22 @@ def _pynvml_directory() -> str:
 
 
 def default_command() -> list[str]:
-    package_dir = str(Path(pai_monitoring.__file__).resolve().parent)
-    return [sys.executable, "-S", "-c", _BOOTSTRAP, package_dir, _pynvml_directory()]
+    """``python -S -P -m pai_monitoring.gpu.worker``: what ``ps`` and ``systemctl status`` show as the worker.
+
+    ``-S`` (no ``site``) saves about 2.7 MB in a virtualenv: the package and pynvml are found through PYTHONPATH
+    instead (:func:`_child_environment`); ``-P`` keeps the working directory off the path. The package's
+    ``__init__`` imports nothing, so the worker loads only the ``gpu`` modules it uses and pynvml."""
+    return [sys.executable, "-S", "-P", "-m", WORKER_MODULE]
 
 
 def _child_environment(base: Mapping[str, str]) -> dict[str, str]:
-    """The exporter's environment, with this package importable in the child however the parent found it."""
+    """The exporter's environment, with this package and pynvml importable in the child however the parent found
+    them (the child runs without ``site``, so without the virtualenv's site-packages)."""
     env = dict(base)
     package_root = str(Path(pai_monitoring.__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])
+    wanted = [p for p in dict.fromkeys([package_root, _pynvml_directory()]) if p and p not in paths]
+    env["PYTHONPATH"] = os.pathsep.join([*wanted, *paths])
     return env
 
 

@@ -48,6 +48,8 @@ def test_unit_is_hardened(host: Any) -> None:
         "ProtectHome",
         "PrivateTmp",
         "PrivateDevices",
+        "DevicePolicy",
+        "DeviceAllow",
         "ProtectControlGroups",
         "AmbientCapabilities",
         "MemoryMax",
@@ -59,8 +61,11 @@ def test_unit_is_hardened(host: Any) -> None:
     assert props["ProtectSystem"] == "strict"
     assert props["ProtectHome"] == "yes"
     assert props["PrivateTmp"] == "yes"
-    # No NVIDIA device nodes on this host: no device is reachable at all.
-    assert props["PrivateDevices"] == "yes"
+    # The GPU collector is on (its library is missing here): only the NVIDIA device classes besides the pseudo
+    # devices, so a driver installed later is read after the udev rule restarts the unit.
+    assert props["PrivateDevices"] == "no"
+    assert props["DevicePolicy"] == "closed"
+    assert set(props["DeviceAllow"].splitlines()) == pt.NVIDIA_DEVICE_CLASSES
     assert props["ProtectControlGroups"] == "yes"
     assert set(props["AmbientCapabilities"].split()) == {"cap_dac_read_search", "cap_sys_ptrace"}
     assert props["MemoryMax"] == str(256 * 1024**2)
