@@ -54,10 +54,11 @@ def scrape(url: str) -> float:
     return time.perf_counter() - start
 
 
-def memory_bytes(pid: int) -> tuple[int, int]:
-    """(RSS, PSS), each summed over the process and its children."""
+def memory_bytes(pid: int) -> tuple[int, int, list[int]]:
+    """(RSS, PSS), each summed over the process and its children, and the PSS of each of them (the process first)."""
     proc = psutil.Process(pid)
     rss = pss = 0
+    each = []
     for p in [proc, *proc.children(recursive=True)]:
         try:
             info = p.memory_full_info()
@@ -65,7 +66,8 @@ def memory_bytes(pid: int) -> tuple[int, int]:
             continue
         rss += info.rss
         pss += info.pss
-    return rss, pss
+        each.append(info.pss)
+    return rss, pss, each
 
 
 def _executable(pid: int) -> tuple[int, int] | None:
@@ -129,8 +131,8 @@ def main() -> int:
         for _ in range(args.scrapes):
             lat["ours"].append(scrape(ours_url))
             lat["node_exporter"].append(scrape(theirs_url))
-        ours_rss, ours_pss = memory_bytes(ours.pid)
-        theirs_rss, theirs_pss = memory_bytes(theirs.pid)
+        ours_rss, ours_pss, ours_each = memory_bytes(ours.pid)
+        theirs_rss, theirs_pss, _ = memory_bytes(theirs.pid)
         load = os.getloadavg()
         sharing = {"ours": others_running(ours.pid), "node_exporter": others_running(theirs.pid)}
     finally:
@@ -145,6 +147,7 @@ def main() -> int:
         "p99_ms": {k: percentile(v, 0.99) * 1000 for k, v in lat.items()},
         "mean_ms": {k: statistics.fmean(v) * 1000 for k, v in lat.items()},
         "pss_mib": {"ours": ours_pss / 2**20, "node_exporter": theirs_pss / 2**20},
+        "pss_mib_per_process_ours": [b / 2**20 for b in ours_each],
         "rss_mib": {"ours": ours_rss / 2**20, "node_exporter": theirs_rss / 2**20},
     }
     result["ratios"] = {
@@ -165,6 +168,8 @@ def main() -> int:
         f"{result['ratios']['memory_pss']:.2f} (RSS: ours {ours_rss / 2**20:.1f} MiB, node_exporter "
         f"{theirs_rss / 2**20:.1f} MiB)"
     )
+    each = ", ".join(f"{b / 2**20:.1f} MiB" for b in ours_each)
+    print(f"  ours per process (the exporter first, then its GPU worker): {each}")
     print(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if any(sharing.values()):
         print(

@@ -16,6 +16,7 @@ from typing import BinaryIO
 from pai_monitoring.gpu.model import Snapshot
 from pai_monitoring.gpu.protocol import read_frame, write_frame
 from pai_monitoring.gpu.worker_log import log
+from pai_monitoring.runtime.heap import release_freed_heap
 
 PARENT_CHECK_SECONDS = 1.0
 
@@ -37,6 +38,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> int:
         failure = Snapshot(status="library_not_found", detail=f"pynvml: {exc}", worker_pid=os.getpid())
     else:
         session = NvmlSession()
+    first = True
     try:
         while True:
             request = read_frame(requests)
@@ -47,6 +49,9 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> int:
                 continue
             snapshot = session.snapshot()
             write_frame(answers, _with_pid(snapshot))
+            if first:  # start-up is over, the first snapshot's temporaries freed too
+                release_freed_heap()
+                first = False
     finally:
         if session is not None:
             session.close()

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pai_monitoring import __version__
 from pai_monitoring.runtime.collector import CollectorOptions, default_node_name
 from pai_monitoring.runtime.errors import ConfigError
-from pai_monitoring.runtime.files import read_config_text
+from pai_monitoring.runtime.files import read_yaml_mapping
 from pai_monitoring.runtime.loader import CollectorClass
 from pai_monitoring.runtime.options import Parser, build_options, dest_name, flag_name, option_fields, parser_for
 from pai_monitoring.runtime.webconfig import WebConfig, load_web_config
@@ -174,14 +172,7 @@ def build_parser(daemon: str, default_port: int, classes: Mapping[str, Collector
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
-    text = read_config_text(path, "--config.file")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("--config.file", f"{path} is not valid YAML: {exc}") from None
-    raw = raw if raw is not None else {}
-    if not isinstance(raw, dict):
-        raise ConfigError("--config.file", f"{path} must hold a mapping")
+    raw = read_yaml_mapping(path, "--config.file")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise ConfigError("--config.file", f"unknown keys in {path}: {', '.join(sorted(map(str, unknown)))}")

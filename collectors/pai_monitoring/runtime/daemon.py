@@ -14,6 +14,7 @@ from pai_monitoring.runtime.collector import CollectorContext
 from pai_monitoring.runtime.config import DaemonConfig, build_config, configure_logging
 from pai_monitoring.runtime.errors import ConfigError
 from pai_monitoring.runtime.exposition import HttpStats, file_exposition, http_exposition
+from pai_monitoring.runtime.heap import release_freed_heap
 from pai_monitoring.runtime.http import ExporterServer
 from pai_monitoring.runtime.loader import CollectorClass, CollectorTable, load_collectors
 from pai_monitoring.runtime.scheduler import CollectorRunner
@@ -95,6 +96,7 @@ def serve(config: DaemonConfig, runners: list[CollectorRunner]) -> int:
         runner.start()
     http_thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     http_thread.start()
+    release_freed_heap()
     log.info(
         "%s listening on %s (collectors: %s)",
         config.daemon,

@@ -3,6 +3,9 @@
 A path that names a FIFO, a device or a directory is refused before it is read (reading a FIFO would block the
 daemon before it even starts), a file larger than a configuration file can reasonably be is refused instead of
 being read into memory, and text that is not UTF-8 is a configuration error, not a traceback.
+
+YAML is parsed here, and the parser is imported only when a file is read: a daemon started with flags alone never
+loads it (about 0.75 MiB).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from pai_monitoring.runtime.errors import ConfigError
 
@@ -49,6 +53,21 @@ def read_config_text(path: Path, flag: str, limit: int = MAX_CONFIG_BYTES) -> st
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(flag, f"{path} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def read_yaml_mapping(path: Path, flag: str) -> dict[Any, Any]:
+    """The mapping a YAML file holds (an empty file is an empty mapping); anything else raises :class:`ConfigError`."""
+    text = read_config_text(path, flag)
+    import yaml  # only a daemon given a configuration file pays for the parser
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(flag, f"{path} is not valid YAML: {exc}") from None
+    raw = raw if raw is not None else {}
+    if not isinstance(raw, dict):
+        raise ConfigError(flag, f"{path} must hold a mapping")
+    return raw
 
 
 def _kind(mode: int) -> str:

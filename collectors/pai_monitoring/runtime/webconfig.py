@@ -13,12 +13,9 @@ import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from pai_monitoring.runtime.errors import ConfigError
-from pai_monitoring.runtime.files import read_config_text
+from pai_monitoring.runtime.files import read_yaml_mapping
 
 FLAG = "--web.config.file"
 _BCRYPT = re.compile(r"^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$")
@@ -177,14 +174,7 @@ def _http_server(raw: object) -> tuple[tuple[str, str], ...]:
 
 def load_web_config(path: Path) -> WebConfig:
     """Read and check a web configuration file; raise :class:`ConfigError` on any problem."""
-    text = read_config_text(path, FLAG)
-    try:
-        raw: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(FLAG, f"{path} is not valid YAML: {exc}") from None
-    raw = raw if raw is not None else {}
-    if not isinstance(raw, dict):
-        raise ConfigError(FLAG, f"{path} must hold a mapping")
+    raw = read_yaml_mapping(path, FLAG)
     unknown = set(raw) - {"tls_server_config", "basic_auth_users", "http_server_config"}
     if unknown:
         raise ConfigError(FLAG, f"unknown keys in {path}: {', '.join(sorted(map(str, unknown)))}")
