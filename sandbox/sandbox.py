@@ -317,6 +317,29 @@ class Sandbox:
             log(f"removing {self.state_dir}")
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    def is_up(self) -> bool:
+        """True when the guests exist and Prometheus answers with every target up."""
+        try:
+            targets = self.targets()
+        except OSError:
+            return False
+        return len(targets) >= 4 + 2 * self.gpu_nodes and all(t["health"] == "up" for t in targets)
+
+    def status(self) -> int:
+        result = run(
+            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}\t{{.Status}}"],
+            check=False,
+        )
+        print(result.stdout.strip() or f"no guests of sandbox {self.name}")
+        try:
+            targets = self.targets()
+        except OSError:
+            print(f"Prometheus does not answer at {self.url('prometheus')}")
+            return 1
+        for target in targets:
+            print(f"{target['labels']['job']:<18} {target['labels']['instance']:<28} {target['health']}")
+        return 0 if targets and all(t["health"] == "up" for t in targets) else 1
+
     def container_names(self) -> list[str]:
         """Every container of this sandbox that podman knows, running or not."""
         result = run(
