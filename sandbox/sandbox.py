@@ -79,6 +79,14 @@ JOBS: dict[int, tuple[tuple[int, str, str, str, str, bool], ...]] = {
     2: ((301, "dave~vit-pretrain", "dave", "research", "0,1", True),),
 }
 
+# A job the e2e tier starts itself, as a fault (tests/e2e/test_jobstats.py), on the first GPU node: it shares GPU 2
+# with bob's job (GPU sharing, as Slurm's shards or Kubernetes time-slicing give) and runs kernels there, and holds
+# GPU 3 without ever running a kernel on it, as a job that asked for more GPUs than it uses does. A healthy sandbox
+# has no such job, so it stays quiet; with it, PaiJobGpuIdle fires for GPU 3 and `pai-jobstats` gives its hint.
+IDLE_JOB = (103, "erin~notebook", "erin", "default", "2,3", False)
+IDLE_JOB_UNUSED_GPUS = frozenset({3})
+NVLINKS = 18  # an H100 SXM5 has 18 NVLink 4 links
+
 
 # The shipped GpuXidFatalError with a window of 30 s instead of an hour (tests/unit/test_sandbox_inventory.py
 # checks that it is the shipped expression otherwise).
@@ -87,6 +95,14 @@ XID_FATAL_EXPR = """\
   * on (instance, minor_number) group_left (job_name, username) instance_minor_number:task_gpu_percent:jobs
 or on (instance, minor_number)
 (time() - pai_gpu_xid_last_seen_timestamp_seconds{xid=~"48|64|79|95"} < 30)"""
+
+# The shipped PaiJobGpuIdle with the worst minute looked for over 15 s instead of 10 minutes, so that the alert
+# resolves within the test once the idle job has ended: over 10 minutes the ended job's last samples would keep it
+# firing that long (tests/unit/test_sandbox_inventory.py checks that it is the shipped expression otherwise).
+JOB_GPU_IDLE_EXPR = """\
+(max_over_time(task_gpu_percent[15s]) < 1)
+  * on (instance, minor_number) group_left (node_name, index, uuid)
+(0 * pai_gpu_lost{minor_number!="unknown"} + 1)"""
 
 
 def alert_overrides() -> dict[str, dict[str, Any]]:
@@ -117,7 +133,46 @@ def alert_overrides() -> dict[str, dict[str, Any]]:
         "NodeFilesystemAlmostOutOfSpace": short_for_and_hold,
         # The shipped rule keeps a fatal Xid firing for an hour; here 30 s, so that it resolves in the test.
         "GpuXidFatalError": {"for": "0s", "keep_firing_for": "10s", "expr": XID_FATAL_EXPR},
+        # An idle job is a fault here (the test starts one: Sandbox.start_idle_job): it pages after 10 s instead of
+        # 2 h, and resolves seconds after the job ends.
+        "PaiJobGpuIdle": {"for": "10s", "keep_firing_for": "10s", "expr": JOB_GPU_IDLE_EXPR},
     }
+
+
+def gpm_lines(gpu: int, busy: int, *, nvlink: bool) -> list[str]:
+    """Scenario lines of one GPU's profiling (GPM) and link counters: activity that follows the GPU's utilisation
+    ``busy`` (percent) as a mixed-precision training job's does (fewer SMs active than the utilisation says, tensor
+    cores about half the time, FP64 unused), NVLink traffic only where a job spans several GPUs, healthy links
+    (every link up, no error counted) and cumulative link counters since the driver loaded."""
+    gpm = {
+        "graphics": busy,
+        "sm": busy * 85 // 100,
+        "sm_occupancy": busy * 45 // 100,
+        "tensor": busy // 2,
+        "hmma_tensor": busy // 2,
+        "imma_tensor": 0,
+        "dfma_tensor": 0,
+        "dmma_tensor": 0,
+        "integer": busy // 5,
+        "fp64": 0,
+        "fp32": busy * 3 // 10,
+        "fp16": busy // 10,
+        "dram_bw": busy * 6 // 10,
+        # MiB/s
+        "pcie_tx": 40 * busy,
+        "pcie_rx": 120 * busy,
+        "nvlink_tx": 2000 * busy if nvlink else 0,
+        "nvlink_rx": 2000 * busy if nvlink else 0,
+    }
+    lines = [f"gpu.{gpu}.gpm.supported = 1"]
+    lines += [f"gpu.{gpu}.gpm.{metric} = {value}" for metric, value in gpm.items()]
+    lines.append(f"gpu.{gpu}.nvlink.count = {NVLINKS}")
+    per_link_kib = (1 << 30) * busy if nvlink else 1 << 20  # KiB since the driver loaded
+    for link in range(NVLINKS):
+        lines += [f"gpu.{gpu}.nvlink.{link}.{direction}_kib = {per_link_kib}" for direction in ("tx", "rx")]
+    lines += [f"gpu.{gpu}.pcie.tx_bytes = {(1 << 40) + (busy << 36)}"]
+    lines += [f"gpu.{gpu}.pcie.rx_bytes = {(3 << 40) + (busy << 37)}"]
+    return lines
 
 
 def log(message: str) -> None:
@@ -318,6 +373,29 @@ class Sandbox:
         if self.state_dir.exists():
             log(f"removing {self.state_dir}")
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def is_up(self) -> bool:
+        """True when the guests exist and Prometheus answers with every target up."""
+        try:
+            targets = self.targets()
+        except OSError:
+            return False
+        return len(targets) >= 4 + 2 * self.gpu_nodes and all(t["health"] == "up" for t in targets)
+
+    def status(self) -> int:
+        result = run(
+            ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}\t{{.Status}}"],
+            check=False,
+        )
+        print(result.stdout.strip() or f"no guests of sandbox {self.name}")
+        try:
+            targets = self.targets()
+        except OSError:
+            print(f"Prometheus does not answer at {self.url('prometheus')}")
+            return 1
+        for target in targets:
+            print(f"{target['labels']['job']:<18} {target['labels']['instance']:<28} {target['health']}")
+        return 0 if targets and all(t["health"] == "up" for t in targets) else 1
 
     def container_names(self) -> list[str]:
         """Every container of this sandbox that podman knows, running or not."""
@@ -566,22 +644,33 @@ class Sandbox:
         ecc_double: Mapping[int, int] | None = None,
         xids: Sequence[tuple[int, int]] = (),
         external_gpu: int | None = None,
+        idle_job: bool = False,
     ) -> str:
         """The simulated NVML scenario of a GPU node: GPUs, the jobs' processes on them, and injected faults.
 
-        Without faults the GPUs are healthy: a GPU holds exactly the memory of the processes on it (the driver's
-        reserve apart, as on a real A100), busy GPUs run in P0, GPUs without a job are idle in P8 with no memory in
-        use. ``external_gpu`` puts the stray process (a real process outside any job) on that GPU, with its memory.
+        Without faults the GPUs are healthy Hopper GPUs (GPM profiling, 18 NVLinks, PCIe counters, per-process
+        utilisation, no errors): a GPU holds exactly the memory of the processes on it (the driver's reserve
+        apart), a GPU on which a job runs kernels is busy in P0 and its processes share its utilisation, a GPU
+        without a job is idle in P8 with no memory in use. ``external_gpu`` puts the stray process (a real process
+        outside any job) on that GPU, with its memory; ``idle_job`` adds the processes of ``IDLE_JOB`` (started with
+        :meth:`start_idle_job`), which hold memory on its GPUs and run kernels on none of ``IDLE_JOB_UNUSED_GPUS``.
         """
-        reserved = 569 << 20  # what the driver of an A100 80GB keeps for itself
-        held: dict[int, list[tuple[int, int]]] = {gpu: [] for gpu in range(GPUS_PER_NODE)}
-        for job in JOBS.get(guest.index, JOBS[0]):
-            job_id, gpus = job[0], job[4]
+        reserved = 569 << 20  # what the driver of an 80 GB data-centre GPU keeps for itself
+        # Per GPU: (PID, memory, runs kernels there).
+        held: dict[int, list[tuple[int, int, bool]]] = {gpu: [] for gpu in range(GPUS_PER_NODE)}
+        jobs = list(JOBS.get(guest.index, JOBS[0]))
+        if idle_job:
+            jobs.append(IDLE_JOB)
+        spans: dict[int, int] = {}  # per GPU: the most GPUs any job on it holds (multi-GPU jobs talk over NVLink)
+        for job in jobs:
+            job_id, gpus = job[0], [int(g) for g in job[4].split(",")]
             pid = self.main_pid(guest, f"pai-sandbox-job-{job_id}.service")
-            for gpu in (int(g) for g in gpus.split(",")):
-                held[gpu].append((pid, 4 * GIB))
+            for gpu in gpus:
+                runs_kernels = not (job is IDLE_JOB and gpu in IDLE_JOB_UNUSED_GPUS)
+                held[gpu].append((pid, 4 * GIB, runs_kernels))
+                spans[gpu] = max(spans.get(gpu, 0), len(gpus))
         if external_gpu is not None:
-            held[external_gpu].append((self.main_pid(guest, "pai-sandbox-stray.service"), GIB))
+            held[external_gpu].append((self.main_pid(guest, "pai-sandbox-stray.service"), GIB, True))
         lines = [
             f"# Written by sandbox/sandbox.py for {guest.name}; a stand-in for {GPUS_PER_NODE} GPUs.",
             f"gpu_count = {GPUS_PER_NODE}",
@@ -589,28 +678,67 @@ class Sandbox:
         ]
         for gpu in range(GPUS_PER_NODE):
             processes = held[gpu]
-            busy = (35 + 15 * gpu + 7 * guest.index) % 100 if processes else 0
+            active = [pid for pid, _, runs in processes if runs]
+            busy = (35 + 15 * gpu + 7 * guest.index) % 100 if active else 0
             lines += [
-                f"gpu.{gpu}.name = NVIDIA A100-SXM4-80GB (simulated)",
+                f"gpu.{gpu}.name = NVIDIA H100 80GB HBM3 (simulated)",
                 f"gpu.{gpu}.memory.total = {80 * GIB}",
                 f"gpu.{gpu}.memory.reserved = {reserved}",
-                f"gpu.{gpu}.memory.used = {sum(memory for _, memory in processes)}",
+                f"gpu.{gpu}.memory.used = {sum(memory for _, memory, _ in processes)}",
                 f"gpu.{gpu}.utilization.gpu = {busy}",
                 f"gpu.{gpu}.utilization.memory = {busy // 2}",
-                f"gpu.{gpu}.temperature = {45 + 3 * gpu if processes else 34}",
-                f"gpu.{gpu}.power = {(120 + 40 * gpu if processes else 60) * 1000}",
-                f"gpu.{gpu}.power_limit = 400000",
+                f"gpu.{gpu}.temperature = {45 + 3 * gpu if active else 34}",
+                f"gpu.{gpu}.power = {(120 + 40 * gpu if active else 70 if processes else 60) * 1000}",
+                f"gpu.{gpu}.power_limit = 700000",
+                f"gpu.{gpu}.clock.sm = {1980 if active else 345}",
+                f"gpu.{gpu}.clock.mem = 2619",
                 f"gpu.{gpu}.pstate = {0 if processes else 8}",
-                f"gpu.{gpu}.clocks_event_reasons = {0 if processes else 0x1}",
+                f"gpu.{gpu}.clocks_event_reasons = {0 if active else 0x1}",
                 f"gpu.{gpu}.ecc.uncorrected = {(ecc_double or {}).get(gpu, 0)}",
             ]
-            lines += [f"gpu.{gpu}.process.{n} = {pid} {memory} compute" for n, (pid, memory) in enumerate(processes)]
+            lines += [f"gpu.{gpu}.process.{n} = {pid} {memory} compute" for n, (pid, memory, _) in enumerate(processes)]
+            # Each process's share of the GPU's utilisation (NVML's per-process samples): the card's busy time split
+            # between the processes that run kernels, 0 for one that only holds memory.
+            lines += [
+                f"gpu.{gpu}.process_util.{n} = {pid} {busy // len(active) if runs else 0} "
+                f"{busy // 2 // len(active) if runs else 0}"
+                for n, (pid, _, runs) in enumerate(processes)
+            ]
+            lines += gpm_lines(gpu, busy, nvlink=spans.get(gpu, 0) > 1)
         for sequence, (gpu, code) in enumerate(xids, start=1):
             lines.append(f"xid.{sequence} = {gpu} {code}")
         return "\n".join(lines) + "\n"
 
     def write_gpu_scenario(self, guest: Guest, **faults: Any) -> None:
         self.write_file(guest, NVML_SCENARIO, self.gpu_scenario(guest, **faults))
+
+    def start_idle_job(self) -> Guest:
+        """Start ``IDLE_JOB`` on the first GPU node as Slurm would (a transient unit with the environment that
+        sandbox/templates/job.service.j2 gives the other jobs) and put its processes on its GPUs; returns the node."""
+        guest = self.gpu(0)
+        job_id, name, user, virtual_cluster, gpus, _ = IDLE_JOB
+        environment = {
+            "PAI_JOB_NAME": name,
+            "PAI_USER_NAME": user,
+            "PAI_CURRENT_TASK_ROLE_NAME": "worker",
+            "PAI_TASK_INDEX": "0",
+            "PAI_VIRTUAL_CLUSTER": virtual_cluster,
+            "NVIDIA_VISIBLE_DEVICES": gpus,
+        }
+        argv = ["systemd-run", f"--unit=pai-sandbox-job-{job_id}.service", "--property=Delegate=yes"]
+        argv += [f"--setenv={key}={value}" for key, value in environment.items()]
+        argv += ["/opt/pai-sandbox/bin/slurm-job", str(job_id), "/usr/bin/python3", "/opt/pai-sandbox/bin/job.py"]
+        self.exec(guest, argv)
+        self.write_gpu_scenario(guest, idle_job=True)
+        return guest
+
+    def stop_idle_job(self) -> None:
+        """End ``IDLE_JOB``: its processes, its Slurm cgroups (as slurmstepd removes them) and its GPU processes."""
+        guest, job_id = self.gpu(0), IDLE_JOB[0]
+        self.exec(guest, ["systemctl", "stop", f"pai-sandbox-job-{job_id}.service"], check=False)
+        cgroups = [f"/sys/fs/cgroup/{c}/slurm/uid_0/job_{job_id}" for c in ("memory", "pids", "cpuacct", "blkio")]
+        self.exec(guest, ["rmdir", "--ignore-fail-on-non-empty", *cgroups], check=False)
+        self.write_gpu_scenario(guest)
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 

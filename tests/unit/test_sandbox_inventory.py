@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sandbox.sandbox import XID_FATAL_EXPR, alert_overrides
+from sandbox.sandbox import JOB_GPU_IDLE_EXPR, XID_FATAL_EXPR, alert_overrides
 from tests.support.prometheus import tuned_rule_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +60,12 @@ def test_the_xid_window_is_the_only_change_to_the_fatal_xid_alert() -> None:
     shipped = shipped_alerts()["GpuXidFatalError"]["expr"]
     assert " < 3600)" in shipped
     assert XID_FATAL_EXPR.split() == shipped.replace(" < 3600)", " < 30)").split()
+
+
+def test_the_window_is_the_only_change_to_the_idle_gpu_alert() -> None:
+    shipped = shipped_alerts()["PaiJobGpuIdle"]["expr"]
+    assert "[10m]" in shipped
+    assert JOB_GPU_IDLE_EXPR.split() == shipped.replace("[10m]", "[15s]").split()
 
 
 def test_the_tuned_rule_files_pass_promtool(tmp_path: Path) -> None:
