@@ -94,6 +94,11 @@ NVIDIA_DEVICE_CLASSES = {
 """The job-exporter unit's DeviceAllow= with the GPU collector on: the NVIDIA device classes, whatever nodes exist."""
 
 
+def device_allow(props: dict[str, str]) -> set[str]:
+    """A unit's DeviceAllow= entries, less the ``char-rtc r`` that systemd adds itself for ProtectClock=yes."""
+    return set(props["DeviceAllow"].splitlines()) - {"char-rtc r"}
+
+
 def current_nvml_status(exposition: str) -> list[str]:
     """The ``status`` label of every ``pai_gpu_nvml_status`` sample that is 1 (exactly one on a healthy exporter)."""
     return [

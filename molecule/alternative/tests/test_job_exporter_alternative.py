@@ -80,7 +80,7 @@ def test_unit_reaches_the_gpus_and_nothing_else(host: Any) -> None:
     )
     assert props["PrivateDevices"] == "no"
     assert props["DevicePolicy"] == "closed"
-    assert set(props["DeviceAllow"].splitlines()) == pt.NVIDIA_DEVICE_CLASSES
+    assert pt.device_allow(props) == pt.NVIDIA_DEVICE_CLASSES
     assert "LD_LIBRARY_PATH=/opt/nvml-sim" in props["Environment"]
     assert "PAI_NVML_SIM_SCENARIO=/opt/nvml-sim/two-gpus.conf" in props["Environment"]
     assert props["SupplementaryGroups"] == "pai-textfile"
