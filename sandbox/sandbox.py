@@ -186,9 +186,12 @@ def run(
     timeout: float = COMMAND_TIMEOUT_S,
     quiet: bool = False,
     input_text: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command with a timeout; its output is captured and shown only when it fails."""
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, input=input_text)
+    result = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, check=False, input=input_text, env=env
+    )
     if check and result.returncode != 0:
         if not quiet:
             sys.stderr.write(result.stdout + result.stderr)
@@ -292,6 +295,7 @@ class Sandbox:
     port_base: int = 19000
     gpu_nodes: int = 2
     state_dir: Path = field(init=False)
+    _collection_installed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.state_dir = REPO / ".cache" / "sandbox" / self.name
@@ -580,6 +584,10 @@ class Sandbox:
                 "jobs": {"interval": 5},
                 "node_health": {"interval": 5},
             },
+            # The controller's wheelhouse (tests/hosts/setup.sh): wheels for the guests' Python 3.11 and 3.13. The
+            # roles' default points into a checkout, which an installed collection is not.
+            "job_exporter_wheelhouse_dir": str(REPO / ".cache" / "wheelhouse"),
+            "watchdog_wheelhouse_dir": str(REPO / ".cache" / "wheelhouse"),
             "watchdog_kube_auth": "kubeconfig",
             "watchdog_kubeconfig_src": str(self.state_dir / "kubeconfig"),
             "watchdog_collector_options": {"kubernetes": {"interval": 5}},
@@ -602,13 +610,39 @@ class Sandbox:
 
     # --- ansible ------------------------------------------------------------------------------------------------
 
+    @property
+    def collections_path(self) -> Path:
+        return self.state_dir / "collections"
+
+    def install_collection(self) -> None:
+        """Build the collection pai.monitoring from this checkout and install the tarball into the sandbox's own,
+        otherwise empty, collections path, as a user installs it (``ansible-galaxy collection install``)."""
+        build = self.state_dir / "collection-build"
+        shutil.rmtree(build, ignore_errors=True)
+        shutil.rmtree(self.collections_path, ignore_errors=True)
+        build.mkdir(parents=True)
+        env = {**ansible_environment(), "ANSIBLE_COLLECTIONS_PATH": str(self.collections_path)}
+        galaxy = str(ANSIBLE_BIN / "ansible-galaxy")
+        run([galaxy, "collection", "build", "--output-path", str(build), str(REPO)], env=env)
+        (tarball,) = build.glob("pai-monitoring-*.tar.gz")
+        run([galaxy, "collection", "install", "-p", str(self.collections_path), str(tarball)], env=env)
+        self._collection_installed = True
+
     def playbook(
         self, path: Path, *extra: str, capture: bool = False, check: bool = True, limit: str | None = None
     ) -> str:
-        """Run a playbook against the sandbox; its output is streamed (or captured and returned)."""
+        """Run a playbook against the sandbox; its output is streamed (or captured and returned). The suite's own
+        playbooks (playbooks/NAME.yml) run as a user runs them: ``pai.monitoring.NAME`` from the collection
+        installed from its built tarball, with no role or collection of this checkout on Ansible's paths."""
         ansible = ANSIBLE_BIN / "ansible-playbook"
-        argv = [str(ansible), "-i", str(self.inventory_path), *(["--limit", limit] if limit else []), *extra, str(path)]
         env = ansible_environment()
+        target = str(path)
+        if path.parent == REPO / "playbooks":
+            if not self._collection_installed:
+                self.install_collection()
+            target = f"pai.monitoring.{path.stem}"
+            env = {**env, "ANSIBLE_COLLECTIONS_PATH": str(self.collections_path), "ANSIBLE_ROLES_PATH": ""}
+        argv = [str(ansible), "-i", str(self.inventory_path), *(["--limit", limit] if limit else []), *extra, target]
         if capture:
             result = subprocess.run(
                 argv, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT_S, check=False, cwd=REPO
