@@ -56,5 +56,4 @@ def test_flags_and_budget(host: Any) -> None:
     assert "--web.external-url=https://alertmanager.example.org/" in flags
     assert "--web.config.file=/etc/prometheus/alertmanager-web-config.yml" in flags
     assert pt.unit_properties(host, UNIT, "MemoryMax")["MemoryMax"] == str(256 * 1024**2)
-    exposure, rating = pt.security_exposure(host, UNIT)
-    assert exposure <= pt.EXPOSURE_THRESHOLD, f"{UNIT} exposure {exposure} {rating}"
+    pt.assert_exposure(host, UNIT)
