@@ -16,7 +16,7 @@ from pai_monitoring.runtime.errors import ConfigError
 from pai_monitoring.runtime.exposition import HttpStats, file_exposition, http_exposition
 from pai_monitoring.runtime.heap import release_freed_heap
 from pai_monitoring.runtime.http import ExporterServer
-from pai_monitoring.runtime.loader import CollectorClass, CollectorTable, load_collectors
+from pai_monitoring.runtime.loader import CollectorClass, CollectorTable, MissingDependencyError, load_collectors
 from pai_monitoring.runtime.scheduler import CollectorRunner
 from pai_monitoring.runtime.textfile import TextfileWriter
 
@@ -116,7 +116,11 @@ def serve(config: DaemonConfig, runners: list[CollectorRunner]) -> int:
 
 def main(daemon: str, default_port: int, collectors: CollectorTable, argv: Sequence[str] | None = None) -> int:
     """Run a daemon whose collectors are ``collectors`` (name to ``module:Class``, handed in by the command)."""
-    classes = load_collectors(collectors)
+    try:
+        classes = load_collectors(collectors)
+    except MissingDependencyError as exc:
+        print(f"{daemon}: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         config = build_config(daemon, default_port, classes, argv)
     except ConfigError as exc:

@@ -18,10 +18,25 @@ CollectorTable = Mapping[str, str]
 """Collector name to the ``module:Class`` entry of its class, in the order the daemon lists them."""
 
 
+class MissingDependencyError(ImportError):
+    """A collector's module needs a Python package that is not installed (a daemon installed without its extra)."""
+
+
 def load_collector(entry: str) -> CollectorClass:
     """Import the collector class named by a ``module:Class`` entry."""
     module_name, _, class_name = entry.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        if missing.partition(".")[0] == __name__.partition(".")[0]:
+            raise  # a module of this package missing is a broken installation, not a missing extra
+        raise MissingDependencyError(
+            f"{module_name} needs the Python package {missing!r}, which is not installed; install the daemon's "
+            "extra: pip install 'pai-monitoring[gpu]' for pai-job-exporter, 'pai-monitoring[watchdog]' for "
+            "pai-watchdog"
+        ) from exc
+    cls = getattr(module, class_name)
     if not (isinstance(cls, type) and issubclass(cls, Collector)):
         raise TypeError(f"{entry} is not a Collector subclass")
     return cls
