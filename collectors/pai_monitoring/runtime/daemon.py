@@ -118,12 +118,8 @@ def main(daemon: str, default_port: int, collectors: CollectorTable, argv: Seque
     """Run a daemon whose collectors are ``collectors`` (name to ``module:Class``, handed in by the command)."""
     try:
         classes = load_collectors(collectors)
-    except MissingDependencyError as exc:
-        print(f"{daemon}: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
         config = build_config(daemon, default_port, classes, argv)
-    except ConfigError as exc:
+    except (MissingDependencyError, ConfigError) as exc:
         print(f"{daemon}: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if config.check_only:
