@@ -574,8 +574,8 @@ class Sandbox:
         }
 
     def alertmanager_timing(self) -> dict[str, Any]:
-        """Group interval and, with two Alertmanagers, their peer timeout: shortened like every interval here, in the
-        proportions of the shipped defaults (group_interval 5m, --cluster.peer-timeout 15s).
+        """Group interval and, with two Alertmanagers, their peer timeout: shortened like every interval here (the
+        shipped defaults: group_interval 5m, --cluster.peer-timeout 15s).
 
         One Alertmanager: group_interval 5 s. Two: Prometheus replicas scrape at different moments and so resolve an
         alert up to a scrape plus an evaluation interval (10 s here) apart, the later one sending it as firing until
