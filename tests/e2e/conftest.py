@@ -1,6 +1,7 @@
 """The sandbox cluster the end-to-end tests run against.
 
-The session creates its own sandbox, ``pai-e2e-ctl``, ``pai-e2e-gpu1``, ``pai-e2e-gpu2`` (Debian 13) on the podman
+The session creates its own sandbox, ``pai-e2e-ctl``, ``pai-e2e-mon2`` (the second monitoring host: Prometheus
+replicas and an Alertmanager cluster, ``test_ha.py``), ``pai-e2e-gpu1``, ``pai-e2e-gpu2`` (Debian 13) on the podman
 network ``pai-e2e`` with ports on 127.0.0.1:29100 + offset, so that a running ``make demo`` (``pai-demo``, 19000 +
 offset) is left alone, and removes it at the end. Whatever an earlier, killed run left under that name (guests,
 the network, ``conmon`` processes holding the ports, mounts, loop devices) is removed first.
@@ -50,7 +51,9 @@ def sandbox() -> Iterator[Sandbox]:
     if shutil.which("podman") is None and shutil.which("apt-get") is None:
         pytest.skip("the sandbox needs podman (installed by tests/hosts/setup.sh on Debian)")
     box = Sandbox(
-        name=os.environ.get("PAI_E2E_NAME", "pai-e2e"), port_base=int(os.environ.get("PAI_E2E_PORT_BASE", "29100"))
+        name=os.environ.get("PAI_E2E_NAME", "pai-e2e"),
+        port_base=int(os.environ.get("PAI_E2E_PORT_BASE", "29100")),
+        monitoring_hosts=2,
     )
     try:
         if not (os.environ.get("PAI_E2E_REUSE") == "1" and box.is_up()):
