@@ -3,7 +3,8 @@
 #
 # Usage: sandbox/demo.sh up [--monitoring 2] | down | status
 #   up      prepare this machine (tests/hosts/setup.sh), create or reuse the guests pai-demo-ctl, pai-demo-gpu1,
-#           pai-demo-gpu2 on the podman network pai-demo, deploy with pai.monitoring.site (the built collection), print the URLs.
+#           pai-demo-gpu2 on the podman network pai-demo, deploy with pai.monitoring.site (from the collection
+#           built from this checkout), print the URLs.
 #           --monitoring 2 (make demo MONITORING=2) adds pai-demo-mon2 to the monitoring group: two Prometheus
 #           replicas and an Alertmanager cluster, as the roles deploy any site with two monitoring hosts.
 #   down    remove the guests, the network and .cache/sandbox/pai-demo.
