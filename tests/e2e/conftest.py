@@ -10,8 +10,9 @@ the network, ``conmon`` processes holding the ports, mounts, loop devices) is re
 name already answers with every target up (for working on the tests); ``PAI_E2E_NAME`` and ``PAI_E2E_PORT_BASE``
 change the names and ports.
 
-The modules run in file order, except the two that change the sandbox for good, which run last:
-``test_site_playbook.py`` (adds a GPU node) and then ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
+The modules run in file order, except those that leave the sandbox changed, which run last in this order:
+``test_ha.py`` (the tier's own alerts about the lost host stay pending for the 5 minutes their rates look back),
+``test_site_playbook.py`` (adds a GPU node) and ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from sandbox.sandbox import Phases, Sandbox
 
 # Modules that must run after every other end-to-end module, in this order.
-LAST = ("test_site_playbook.py", "test_lifecycle.py")
+LAST = ("test_ha.py", "test_site_playbook.py", "test_lifecycle.py")
 
 _PHASES: list[Phases] = []
 
