@@ -11,7 +11,7 @@ UNIT_MARKERS := not integration and not molecule and not e2e and not gpu_hardwar
 .PHONY: help deps hosts lintenv check lint types unit docs docs-check integration molecule e2e test demo demo-down bench wheel wheelhouse collection clean
 
 help:
-	@echo "make demo       sandbox cluster on this machine, deployed by playbooks/site.yml"
+	@echo "make demo       sandbox cluster on this machine, deployed by pai.monitoring.site (MONITORING=2: HA tier)"
 	@echo "make demo-down  remove the sandbox"
 	@echo "make test       everything: lint, types, unit, rules, integration, molecule, end-to-end (with a time table)"
 	@echo "make check      the fast tier: lint (Python, YAML, Ansible), types, unit and rule tests"
@@ -68,8 +68,9 @@ test:
 	tools/stages.sh hosts check integration molecule e2e
 
 # The sandbox prepares this machine itself (tests/hosts/setup.sh, its first timed phase): no .venv needed.
+# MONITORING=2: a second monitoring guest (Prometheus replicas, an Alertmanager cluster); docs/demo.md.
 demo:
-	sandbox/demo.sh up
+	sandbox/demo.sh up $(if $(MONITORING),--monitoring $(MONITORING))
 
 demo-down:
 	sandbox/demo.sh down

@@ -1,18 +1,20 @@
 """A sandbox cluster of real systemd hosts on this machine, deployed with the site playbook.
 
-The sandbox is a control/monitoring guest and GPU-node guests: podman containers that boot systemd from the guest
-images ``tests/hosts/setup.sh`` builds (Debian 12; the second GPU node Debian 13, so that both supported releases run
-in every sandbox) on a podman network of their own. Ansible reaches them over ssh (``.cache/ssh/config``: the
-guest's sshd is started per connection through ``podman exec``). The GPU
-nodes get the simulated NVML library (``sim/nvml/``, a stand-in for GPUs) and a few running jobs in Slurm-style
-cgroups; the control guest runs the Kubernetes API stand-in (``sim/kube_apiserver/``), VictoriaMetrics as a
-``remote_write`` target and a small webhook receiver that records what Alertmanager sends. Everything else is
-installed by ``ansible-playbook playbooks/site.yml`` with an inventory generated here.
+The sandbox is a control/monitoring guest, optionally a second monitoring guest (``--monitoring 2``: Prometheus and
+Alertmanager on both, one Alertmanager cluster, as the roles deploy two hosts in ``monitoring``), and GPU-node
+guests: podman containers that boot systemd from the guest images ``tests/hosts/setup.sh`` builds (Debian 12; the
+second GPU node Debian 13, so that both supported releases run in every sandbox) on a podman network of their own.
+Ansible reaches them over ssh (``.cache/ssh/config``: the guest's sshd is started per connection through ``podman
+exec``). The GPU nodes get the simulated NVML library (``sim/nvml/``, a stand-in for GPUs) and a few running jobs
+in Slurm-style cgroups; the control guest runs the Kubernetes API stand-in (``sim/kube_apiserver/``),
+VictoriaMetrics as a ``remote_write`` target and a small webhook receiver that records what Alertmanager sends.
+Everything else is installed by ``ansible-playbook pai.monitoring.site``, from the collection built from this
+checkout and installed into the sandbox's own collections path, with an inventory generated here.
 
 Used by ``sandbox/demo.sh`` (``make demo``) with the names ``pai-demo-*`` and by the end-to-end tests with
 ``pai-e2e-*``; both can run at once. Only the standard library is used, so any ``python3`` runs it.
 
-    python3 sandbox/sandbox.py up|down|status [--name pai-demo] [--port-base 19000]
+    python3 sandbox/sandbox.py up|down|status [--name pai-demo] [--port-base 19000] [--monitoring 1|2]
 """
 
 from __future__ import annotations
@@ -63,9 +65,17 @@ NVML_SCENARIO = "/etc/pai-sandbox/nvml.conf"
 KUBE_SCENARIO = "/etc/pai-sandbox/kube-scenario.yml"
 SCRATCH_MOUNT = "/srv/scratch"
 
-# Ports inside the control guest, published on 127.0.0.1 of this machine at port_base + offset.
-PUBLISHED = {"prometheus": 9090, "alertmanager": 9093, "victoria_metrics": 8428, "webhook": 9095, "kube_control": 6444}
-PORT_OFFSETS = {"prometheus": 90, "alertmanager": 93, "victoria_metrics": 28, "webhook": 95, "kube_control": 44}
+# Ports inside a guest, published on 127.0.0.1 of this machine at port_base + offset: service -> (port, offset).
+CTL_PORTS = {
+    "prometheus": (9090, 90),
+    "alertmanager": (9093, 93),
+    "victoria_metrics": (8428, 28),
+    "webhook": (9095, 95),
+    "kube_control": (6444, 44),
+}
+# The second monitoring guest's Prometheus and Alertmanager; the offsets leave room for no third one.
+MON_PORTS = {"prometheus": (9090, 91), "alertmanager": (9093, 94)}
+MAX_MONITORING_HOSTS = 2
 
 # Jobs started on each GPU node: (Slurm job id, job name, user, virtual cluster, GPUs, own network namespace).
 # A job with its own network namespace (systemd PrivateNetwork=) has per-job network metrics; the others share the
@@ -256,7 +266,7 @@ def loop_devices_below(directory: Path) -> list[str]:
 class Guest:
     name: str
     role: str
-    """``ctl`` or ``gpu``."""
+    """``ctl`` (control and monitoring), ``mon`` (a further monitoring host) or ``gpu``."""
     index: int = 0
     release: str = DEFAULT_RELEASE
     """Debian release of the guest's image (a key of ``IMAGES``)."""
@@ -294,10 +304,15 @@ class Sandbox:
     name: str = "pai-demo"
     port_base: int = 19000
     gpu_nodes: int = 2
+    monitoring_hosts: int = 1
+    """Hosts in the inventory group ``monitoring``: the control guest, and with 2 the guest ``<name>-mon2``."""
     state_dir: Path = field(init=False)
     _collection_installed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.monitoring_hosts <= MAX_MONITORING_HOSTS:
+            msg = f"monitoring_hosts must be 1 to {MAX_MONITORING_HOSTS}, not {self.monitoring_hosts}"
+            raise ValueError(msg)
         self.state_dir = REPO / ".cache" / "sandbox" / self.name
 
     # --- naming -------------------------------------------------------------------------------------------------
@@ -311,14 +326,28 @@ class Sandbox:
         return Guest(f"{self.name}-gpu{index + 1}", "gpu", index, release)
 
     @property
+    def monitoring_guests(self) -> list[Guest]:
+        """The hosts of ``monitoring``: the control guest first, then ``<name>-mon2``."""
+        return [self.ctl, *(Guest(f"{self.name}-mon{i + 1}", "mon", i) for i in range(1, self.monitoring_hosts))]
+
+    @property
     def guests(self) -> list[Guest]:
-        return [self.ctl, *(self.gpu(i) for i in range(self.gpu_nodes))]
+        return [*self.monitoring_guests, *(self.gpu(i) for i in range(self.gpu_nodes))]
 
-    def port(self, service: str) -> int:
-        return self.port_base + PORT_OFFSETS[service]
+    def guest(self, name: str) -> Guest:
+        return next(g for g in self.guests if g.name == name)
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.port(service)}"
+    @staticmethod
+    def published(guest: Guest) -> dict[str, tuple[int, int]]:
+        """The ports a guest publishes on this machine: service -> (port in the guest, offset from port_base)."""
+        return {"ctl": CTL_PORTS, "mon": MON_PORTS}.get(guest.role, {})
+
+    def port(self, service: str, guest: Guest | None = None) -> int:
+        """This machine's port for a service of a guest (the control guest by default)."""
+        return self.port_base + self.published(guest or self.ctl)[service][1]
+
+    def url(self, service: str, guest: Guest | None = None) -> str:
+        return f"http://127.0.0.1:{self.port(service, guest)}"
 
     @property
     def inventory_path(self) -> Path:
@@ -360,8 +389,9 @@ class Sandbox:
         self.ensure_guest(guest)
         self.write_inventory()
         log(f"adding {guest.name}: preparing it, then running playbooks/site.yml")
-        # The control guest too: it learns the new node's address (/etc/hosts), as Prometheus there scrapes it.
-        self.playbook(REPO / "sandbox" / "prepare.yml", limit=f"{guest.name},{self.ctl.name}")
+        # The monitoring guests too: they learn the new node's address (/etc/hosts), as their Prometheus scrape it.
+        hosts = [guest, *self.monitoring_guests]
+        self.playbook(REPO / "sandbox" / "prepare.yml", limit=",".join(g.name for g in hosts))
         self.write_gpu_scenario(guest)
         return guest, self.playbook(REPO / "playbooks" / "site.yml", capture=True)
 
@@ -379,14 +409,15 @@ class Sandbox:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def is_up(self) -> bool:
-        """True when the guests exist and Prometheus answers with every target up."""
+        """True when Prometheus answers with every target of this sandbox's guests up."""
         try:
             targets = self.targets()
         except OSError:
             return False
-        return len(targets) >= 4 + 2 * self.gpu_nodes and all(t["health"] == "up" for t in targets)
+        return len(targets) >= self.expected_targets() and all(t["health"] == "up" for t in targets)
 
     def status(self) -> int:
+        """Print the guests and every Prometheus target with its health; 0 when every target is up."""
         result = run(
             ["podman", "ps", "-a", "--filter", f"label=pai.sandbox={self.name}", "--format", "{{.Names}}\t{{.Status}}"],
             check=False,
@@ -434,8 +465,10 @@ class Sandbox:
     def port_holders(self) -> list[tuple[int, str]]:
         """(PID, process name) of every process listening on one of this sandbox's published ports."""
         holders: list[tuple[int, str]] = []
-        for service in PUBLISHED:
-            out = run(["ss", "-Htlnp", f"sport = :{self.port(service)}"], check=False).stdout
+        # Every port a sandbox of this name can publish, whatever its number of monitoring guests.
+        for _, offset in (*CTL_PORTS.values(), *MON_PORTS.values()):
+            port = self.port_base + offset
+            out = run(["ss", "-Htlnp", f"sport = :{port}"], check=False).stdout
             for name, pid in re.findall(r'\(\("([^"]+)",pid=([0-9]+)', out):
                 holders.append((int(pid), name))
         return sorted(set(holders))
@@ -510,10 +543,9 @@ class Sandbox:
             "--env=container=podman",
             f"--env=SYSTEMD_PROC_CMDLINE={GUEST_SYSTEMD_CMDLINE}",
         ]
-        if guest.role == "ctl":
-            for service, inner in PUBLISHED.items():
-                argv += ["-p", f"127.0.0.1:{self.port(service)}:{inner}"]
-        else:
+        for service, (inner, _) in self.published(guest).items():
+            argv += ["-p", f"127.0.0.1:{self.port(service, guest)}:{inner}"]
+        if guest.role == "gpu":
             argv += ["-v", f"{self.ensure_scratch(guest)}:{SCRATCH_MOUNT}"]
         run([*argv, IMAGES[guest.release], "/sbin/init"])
 
@@ -543,6 +575,7 @@ class Sandbox:
         (self.state_dir / "kubeconfig").write_text(json.dumps(config, indent=2) + "\n")
 
     def inventory(self) -> dict[str, Any]:
+        ctl = self.ctl.name
         hosts: dict[str, dict[str, Any]] = {}
         for guest in self.guests:
             hosts[guest.name] = {"sandbox_ip": self.guest_ip(guest), "sandbox_role": guest.role}
@@ -568,15 +601,17 @@ class Sandbox:
             "prometheus_private_users": False,
             "prometheus_memory_max": "1G",
             "prometheus_storage_retention_time": "2d",
-            "prometheus_remote_write": [{"url": "http://127.0.0.1:8428/api/v1/write"}],
+            # VictoriaMetrics and the webhook receiver run on the control guest; every monitoring guest reaches them
+            # by its name. VictoriaMetrics deduplicates the replicas' samples (prepare.yml).
+            "prometheus_remote_write": [{"url": f"http://{ctl}:8428/api/v1/write"}],
             "prometheus_external_labels": {"sandbox": self.name},
             "prometheus_alert_overrides": alert_overrides(),
             "alertmanager_private_users": False,
             "alertmanager_group_wait": "1s",
-            "alertmanager_group_interval": "5s",
+            **self.alertmanager_timing(),
             "alertmanager_repeat_interval": "1h",
             "alertmanager_resolve_timeout": "1m",
-            "alertmanager_webhook_url": "http://127.0.0.1:9095/alerts",
+            "alertmanager_webhook_url": f"http://{ctl}:9095/alerts",
             "job_exporter_nvml_library_dir": NVML_DIR,
             "job_exporter_environment": {"PAI_NVML_SIM_SCENARIO": NVML_SCENARIO},
             "job_exporter_collector_options": {
@@ -597,12 +632,28 @@ class Sandbox:
                 "vars": group_vars,
                 "hosts": hosts,
                 "children": {
-                    "monitoring": {"hosts": {self.ctl.name: {}}},
-                    "control": {"hosts": {self.ctl.name: {}}},
+                    "monitoring": {"hosts": {g.name: {} for g in self.monitoring_guests}},
+                    "control": {"hosts": {ctl: {}}},
                     "gpu_nodes": {"hosts": gpu_hosts},
                 },
             },
         }
+
+    def alertmanager_timing(self) -> dict[str, Any]:
+        """Group interval and, with two Alertmanagers, their peer timeout: shortened like every interval here (the
+        shipped defaults: group_interval 5m, --cluster.peer-timeout 15s).
+
+        One Alertmanager: group_interval 5 s. Two: Prometheus replicas scrape at different moments and so resolve an
+        alert up to a scrape plus an evaluation interval (10 s here) apart, the later one sending it as firing until
+        then; a group interval longer than that lets the next tick find both resolved. The second member in the
+        cluster's order waits the peer timeout before it notifies and then sends what its group held when it
+        began: when its peer notified the resolution meanwhile, it sends that alert as firing once more (upstream
+        prometheus/alertmanager#4008, open). Its chance grows with the peer timeout's share of the group interval,
+        for a member whose groups started at another moment than its peer's (after a restart): 15 s of 5 m with
+        the shipped defaults, 2 s of 20 s here. docs/scaling.md has the rule for sites."""
+        if self.monitoring_hosts == 1:
+            return {"alertmanager_group_interval": "5s"}
+        return {"alertmanager_group_interval": "20s", "alertmanager_extra_flags": ["--cluster.peer-timeout=2s"]}
 
     def write_inventory(self) -> None:
         # JSON is YAML: ansible-playbook reads this file as a YAML inventory.
@@ -776,8 +827,10 @@ class Sandbox:
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 
-    def get_json(self, service: str, path: str, params: Mapping[str, str] | None = None) -> Any:
-        url = f"{self.url(service)}{path}"
+    def get_json(
+        self, service: str, path: str, params: Mapping[str, str] | None = None, guest: Guest | None = None
+    ) -> Any:
+        url = f"{self.url(service, guest)}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
         try:
@@ -799,8 +852,9 @@ class Sandbox:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
             return json.load(response)
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.get_json("prometheus", "/api/v1/query", {"query": expr})
+    def query(self, expr: str, guest: Guest | None = None) -> list[dict[str, Any]]:
+        """An instant query to the Prometheus of a monitoring guest (the control guest's by default)."""
+        data = self.get_json("prometheus", "/api/v1/query", {"query": expr}, guest)
         if data.get("status") != "success":
             msg = f"query {expr!r} failed: {data}"
             raise RuntimeError(msg)
@@ -810,9 +864,14 @@ class Sandbox:
         data = self.get_json("prometheus", "/api/v1/targets", {"state": "active"})
         return list(data["data"]["activeTargets"])
 
+    def expected_targets(self) -> int:
+        """node_exporter on every guest, a job-exporter per GPU node, the watchdog, Prometheus and Alertmanager on
+        every monitoring guest."""
+        return len(self.guests) + self.gpu_nodes + 1 + 2 * self.monitoring_hosts
+
     def wait_targets_up(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
-        expected = 4 + 2 * self.gpu_nodes  # node_exporter everywhere, job-exporters, watchdog, prometheus, alertmanager
+        expected = self.expected_targets()
         last = ""
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, KeyError, ValueError):
@@ -840,6 +899,7 @@ Sandbox {self.name} is running: {", ".join(g.name for g in self.guests)} (podman
 
   Prometheus       {self.url("prometheus")}/targets
   Alertmanager     {self.url("alertmanager")}/#/alerts
+{self.second_monitoring_urls()}\
   VictoriaMetrics  {self.url("victoria_metrics")}/vmui   (receives everything through remote_write)
   Webhook log      {self.url("webhook")}/alerts          (what Alertmanager sent)
 
@@ -857,6 +917,16 @@ Inject a fault (see docs/demo.md), e.g. stop an exporter:
 Status: sandbox/demo.sh status        Remove everything: make demo-down
 """)
 
+    def second_monitoring_urls(self) -> str:
+        """The welcome's lines for the second monitoring guest, if any."""
+        if self.monitoring_hosts < MAX_MONITORING_HOSTS:
+            return ""
+        mon = self.monitoring_guests[1]
+        return (
+            f"  Prometheus 2     {self.url('prometheus', mon)}/targets   ({mon.name}, replica of the first)\n"
+            f"  Alertmanager 2   {self.url('alertmanager', mon)}/#/status   (one cluster with the first)\n"
+        )
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -869,8 +939,16 @@ def main(argv: list[str] | None = None) -> int:
         help="published ports: Prometheus base+90, Alertmanager base+93, VictoriaMetrics base+28, "
         "webhook log base+95, Kubernetes stand-in control base+44",
     )
+    parser.add_argument(
+        "--monitoring",
+        type=int,
+        choices=range(1, MAX_MONITORING_HOSTS + 1),
+        default=1,
+        help="hosts in the monitoring group: 1 (the control guest) or 2 (also <name>-mon2: two Prometheus replicas, "
+        "an Alertmanager cluster; its Prometheus on base+91, Alertmanager on base+94)",
+    )
     args = parser.parse_args(argv)
-    sandbox = Sandbox(name=args.name, port_base=args.port_base)
+    sandbox = Sandbox(name=args.name, port_base=args.port_base, monitoring_hosts=args.monitoring)
     if args.command == "up":
         phases = sandbox.up()
         sandbox.print_welcome()

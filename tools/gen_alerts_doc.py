@@ -258,7 +258,8 @@ def concern(path: Path) -> str:
 def plain(text: str) -> str:
     """Template text made readable: ``{{ $labels.x }}`` becomes ``<x>``, ``{{ $value ... }}`` becomes ``<value>``,
     ``{{ range ... }}{{ .Labels.x }}{{ end }}`` becomes ``<current x>``, and ``{{ with $labels.x }}... {{ . }}...
-    {{ end }}`` (a sentence only where the label is set) its sentence."""
+    {{ end }}`` (a sentence only where the label is set) its sentence; ``{{ if }}`` blocks become their branches
+    (:func:`conditionals`)."""
     text = re.sub(r"\{\{\s*range\b.*?\}\}\{\{\s*\.Labels\.(\w+)\s*\}\}\{\{\s*end\s*\}\}", r"<current \1>", text)
     text = re.sub(
         r"\{\{\s*with\s+\$labels\.(\w+)\s*\}\}(.*?)\{\{\s*end\s*\}\}",
@@ -266,9 +267,51 @@ def plain(text: str) -> str:
         text,
         flags=re.DOTALL,
     )
+    text = conditionals(text)
     text = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"<\1>", text)
     text = re.sub(r"\{\{\s*\$value[^}]*\}\}", "<value>", text)
     return " ".join(text.split())
+
+
+# An if block holding no other: {{ if COND }} BODY {{ end }}, BODY with its {{ else if COND }} / {{ else }} parts.
+_INNER_IF = re.compile(
+    r"\{\{-?\s*if\s+([^}]*?)\s*-?\}\}((?:(?!\{\{-?\s*(?:if|end)\b).)*?)\{\{-?\s*end\s*-?\}\}", re.DOTALL
+)
+_ELSE = re.compile(r"\{\{-?\s*else(?:\s+if\s+([^}]*?))?\s*-?\}\}")
+
+
+def condition(text: str) -> str:
+    """``eq $labels.x "v"`` as ``x = v``, ``$labels.x`` as ``x set``."""
+    equal = re.fullmatch(r'eq\s+\$labels\.(\w+)\s+"([^"]*)"', text.strip())
+    if equal:
+        return f"{equal.group(1)} = {equal.group(2)}"
+    label = re.fullmatch(r"\$labels\.(\w+)", text.strip())
+    return f"{label.group(1)} set" if label else text.strip()
+
+
+def conditionals(text: str) -> str:
+    """``{{ if A }}x{{ else if B }}y{{ else }}z{{ end }}`` as ``[A: x; B: y; otherwise: z]``, innermost first."""
+
+    def branches(match: re.Match[str]) -> str:
+        parts, conditions, last = [], [match.group(1)], 0
+        for other in _ELSE.finditer(match.group(2)):
+            parts.append(match.group(2)[last : other.start()])
+            conditions.append(other.group(1))
+            last = other.end()
+        parts.append(match.group(2)[last:])
+        shown = [
+            f"{condition(c) if c else 'otherwise'}: {' '.join(p.split())}"
+            for c, p in zip(conditions, parts, strict=True)
+        ]
+        glued = match.start() > 0 and (
+            match.string[match.start() - 1].isalnum() or match.string[match.start() - 1] in ")>"
+        )
+        return (" [" if glued else "[") + "; ".join(shown) + "]"
+
+    while True:
+        text, count = _INNER_IF.subn(branches, text)
+        if not count:
+            return text
 
 
 def cell(text: str) -> str:
@@ -318,8 +361,9 @@ def alert_tables(files: Iterable[Path]) -> list[str]:
     total = sum(counts.values())
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts.get(s))
     lines += [
-        f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name; \"holds\" is the alert's"
-        " `keep_firing_for`, how long it stays firing once its condition is gone or its data missing.",
+        f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name, `[label = value: text;"
+        " otherwise: other text]` for text that depends on a label; \"holds\" is the alert's `keep_firing_for`, how"
+        " long it stays firing once its condition is gone or its data missing.",
         "",
     ]
     return lines + sections

@@ -1,6 +1,7 @@
 """The sandbox cluster the end-to-end tests run against.
 
-The session creates its own sandbox, ``pai-e2e-ctl``, ``pai-e2e-gpu1``, ``pai-e2e-gpu2`` (Debian 13) on the podman
+The session creates its own sandbox, ``pai-e2e-ctl``, ``pai-e2e-mon2`` (the second monitoring host: Prometheus
+replicas and an Alertmanager cluster, ``test_ha.py``), ``pai-e2e-gpu1``, ``pai-e2e-gpu2`` (Debian 13) on the podman
 network ``pai-e2e`` with ports on 127.0.0.1:29100 + offset, so that a running ``make demo`` (``pai-demo``, 19000 +
 offset) is left alone, and removes it at the end. Whatever an earlier, killed run left under that name (guests,
 the network, ``conmon`` processes holding the ports, mounts, loop devices) is removed first.
@@ -9,8 +10,9 @@ the network, ``conmon`` processes holding the ports, mounts, loop devices) is re
 name already answers with every target up (for working on the tests); ``PAI_E2E_NAME`` and ``PAI_E2E_PORT_BASE``
 change the names and ports.
 
-The modules run in file order, except the two that change the sandbox for good, which run last:
-``test_site_playbook.py`` (adds a GPU node) and then ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
+The modules run in file order, except those that leave the sandbox changed, which run last in this order:
+``test_ha.py`` (the tier's own alerts about the lost host stay pending for the 5 minutes their rates look back),
+``test_site_playbook.py`` (adds a GPU node) and ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 from sandbox.sandbox import Phases, Sandbox
 
 # Modules that must run after every other end-to-end module, in this order.
-LAST = ("test_site_playbook.py", "test_lifecycle.py")
+LAST = ("test_ha.py", "test_site_playbook.py", "test_lifecycle.py")
 
 _PHASES: list[Phases] = []
 
@@ -45,12 +47,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
+    # Selecting the e2e tier without what it needs fails: a skipped tier would read as a passed one.
     if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root (podman guests with systemd, loop devices)")
+        pytest.fail("the sandbox needs root (podman guests with systemd, loop devices)")
     if shutil.which("podman") is None and shutil.which("apt-get") is None:
-        pytest.skip("the sandbox needs podman (installed by tests/hosts/setup.sh on Debian)")
+        pytest.fail("the sandbox needs podman (installed by tests/hosts/setup.sh on Debian)")
     box = Sandbox(
-        name=os.environ.get("PAI_E2E_NAME", "pai-e2e"), port_base=int(os.environ.get("PAI_E2E_PORT_BASE", "29100"))
+        name=os.environ.get("PAI_E2E_NAME", "pai-e2e"),
+        port_base=int(os.environ.get("PAI_E2E_PORT_BASE", "29100")),
+        monitoring_hosts=2,
     )
     try:
         if not (os.environ.get("PAI_E2E_REUSE") == "1" and box.is_up()):

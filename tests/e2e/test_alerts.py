@@ -197,10 +197,10 @@ def test_every_external_metric_the_rules_use_exists_on_the_sandbox(sandbox: Sand
     """rules/external-metrics.yml on real systemd hosts (the systemd collector needs systemd as PID 1).
 
     Textfile metrics are left out: the sandbox writes no textfile (tests/integration/test_external_metrics.py checks
-    them with one); so are Alertmanager's cluster metrics: the sandbox has one monitoring host, so its Alertmanager
-    does not gossip (the same test checks them on two clustered Alertmanagers). Looked up over the last hour: ALERTS
-    exists only while an alert is active, as during the test above."""
+    them with one). Alertmanager's cluster metrics are there: the e2e sandbox has two monitoring hosts, whose
+    Alertmanagers gossip. Looked up over the last hour: ALERTS exists only while an alert is active, as during the
+    test above."""
     listed = yaml.safe_load((REPO / "rules" / "external-metrics.yml").read_text(encoding="utf-8"))
-    left_out = {"node_exporter_textfile", "alertmanager_cluster"}
+    left_out = {"node_exporter_textfile"}
     names = [name for program, names in listed.items() if program not in left_out for name in names]
     assert [name for name in names if not sandbox.query(f'count(last_over_time({{__name__="{name}"}}[1h]))')] == []

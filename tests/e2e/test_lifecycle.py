@@ -21,6 +21,8 @@ CONTROL_UNITS = (
     "prometheus-node-exporter.service",
     "pai-watchdog.service",
 )
+# A further monitoring host (<name>-mon2): a Prometheus replica and a member of the Alertmanager cluster.
+MONITORING_UNITS = ("prometheus.service", "prometheus-alertmanager.service", "prometheus-node-exporter.service")
 JOBS = ("node", "pai_job_exporter", "prometheus", "alertmanager", "pai_watchdog")
 PACKAGES = ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter")
 USERS = ("prometheus", "pai-job-exporter", "pai-watchdog")
@@ -46,7 +48,7 @@ STATE: dict[str, float] = {}
 
 
 def units(guest: Guest) -> tuple[str, ...]:
-    return CONTROL_UNITS if guest.role == "ctl" else NODE_UNITS
+    return {"ctl": CONTROL_UNITS, "mon": MONITORING_UNITS}.get(guest.role, NODE_UNITS)
 
 
 def systemctl(sandbox: Sandbox, guest: Guest, *args: str) -> str:

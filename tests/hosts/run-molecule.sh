@@ -52,17 +52,29 @@ remove_leftovers() {
   fi
 }
 
-# Sets CPU to the user + system CPU seconds of this shell's finished children so far (bash's `times`, run in this
-# shell: inside a command substitution it would report the subshell's children, none).
-TIMES=$(mktemp)
-trap 'rm -f "$TIMES"' EXIT
-children_cpu() {
-  times > "$TIMES"
-  CPU=$(tail -1 "$TIMES" | awk '{split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2]}')
+# One scenario, output to its log: prints its timing line into $WORK/molecule-<scenario>.result. Run in a
+# background subshell, bash's `times` there reports that subshell's finished children: this scenario's molecule.
+run_scenario() {
+  local scenario=$1 log=$2 start rc seconds cpu result
+  [[ $COMMAND != test ]] || remove_leftovers "$scenario"
+  start=$(date +%s)
+  molecule --base-config molecule/base.yml "$COMMAND" -s "$scenario" > "$log" 2>&1
+  rc=$?
+  seconds=$(($(date +%s) - start))
+  times > "$WORK/molecule-$scenario.times" # here, not in a command substitution: that would report its own children
+  cpu=$(tail -1 "$WORK/molecule-$scenario.times" | awk '{split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2]}')
+  if ((rc == 0)); then result=passed; else result=FAILED; fi
+  printf 'molecule %-12s %-6s %4ds wall %4ds CPU  load %s\n' "$scenario" "$result" "$seconds" "$cpu" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" > "$WORK/molecule-$scenario.result"
+  return "$rc"
 }
 
+# The scenarios run at the same time, each on its own guests and podman network: a scenario mostly waits (on
+# guests booting, apt, services starting, alert windows), so two together take little longer than the longer one.
+# Each one's output is printed whole when it ends, in the order they end.
 failed=()
 summary=()
+declare -A pid_of
 total_start=$(date +%s)
 for scenario in "${scenarios[@]}"; do
   if [[ ! -f molecule/$scenario/molecule.yml ]]; then
@@ -70,25 +82,32 @@ for scenario in "${scenarios[@]}"; do
     failed+=("$scenario")
     continue
   fi
-  [[ $COMMAND != test ]] || remove_leftovers "$scenario"
-  start=$(date +%s)
-  children_cpu
-  cpu_start=$CPU
-  molecule --base-config molecule/base.yml "$COMMAND" -s "$scenario"
+  log=$WORK/molecule-$scenario.log
+  rm -f "$WORK/molecule-$scenario.result"
+  run_scenario "$scenario" "$log" &
+  pid_of[$scenario]=$!
+  echo "molecule $scenario started (pid ${pid_of[$scenario]}, output in $log when it ends)"
+done
+
+while ((${#pid_of[@]})); do
+  wait -n -p done_pid "${pid_of[@]}"
   rc=$?
-  seconds=$(($(date +%s) - start))
-  children_cpu
-  cpu=$((CPU - cpu_start))
-  if ((rc == 0)); then result=passed; else result=FAILED; failed+=("$scenario"); fi
-  line=$(printf 'molecule %-12s %-6s %4ds wall %4ds CPU  load %s' "$scenario" "$result" "$seconds" "$cpu" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)")
-  summary+=("$line")
-  echo "$line"
+  for scenario in "${!pid_of[@]}"; do
+    [[ ${pid_of[$scenario]} == "$done_pid" ]] || continue
+    unset "pid_of[$scenario]"
+    echo "==== molecule $scenario: output ===="
+    cat "$WORK/molecule-$scenario.log"
+    line=$(cat "$WORK/molecule-$scenario.result" 2>/dev/null || echo "molecule $scenario FAILED (no result)")
+    ((rc == 0)) || failed+=("$scenario")
+    summary+=("$line")
+    echo "$line"
+  done
 done
 
 echo "---- molecule summary ----"
 printf '%s\n' "${summary[@]}"
-printf 'molecule total %ds for %d scenario(s)\n' "$(($(date +%s) - total_start))" "${#scenarios[@]}"
+printf 'molecule total %ds for %d scenario(s), run at the same time\n' "$(($(date +%s) - total_start))" \
+  "${#scenarios[@]}"
 if ((${#failed[@]})); then
   echo "failed: ${failed[*]}"
   exit 1

@@ -9,8 +9,6 @@ The Alertmanager runs the configuration the alertmanager role renders; a local w
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -22,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.exporter import REPO, free_port
+from tests.support.daemon import LoopbackDaemon
+from tests.support.exporter import REPO
 from tests.support.prometheus import running_prometheus, tuned_rule_file
 from tests.unit.test_rules import render_alertmanager_config
 
@@ -64,35 +63,28 @@ class Webhook(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/alerts"
 
 
-class Alertmanager:
+class Alertmanager(LoopbackDaemon):
     """Debian's Alertmanager on loopback; gossip off unless ``cluster_port`` is given (then it joins ``peers``)."""
 
     def __init__(self, config: Path, storage: Path, cluster_port: int | None = None, peers: Sequence[str] = ()) -> None:
-        self.port = free_port()
+        super().__init__()
         self.config = config
         self.storage = storage
         self.cluster = "" if cluster_port is None else f"127.0.0.1:{cluster_port}"
         self.peers = tuple(peers)
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def argv(self) -> list[str]:
+        return [
+            ALERTMANAGER,
+            f"--config.file={self.config}",
+            f"--storage.path={self.storage}",
+            f"--web.listen-address={self.address}",
+            f"--cluster.listen-address={self.cluster}",
+            *(f"--cluster.peer={peer}" for peer in self.peers),
+        ]
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                ALERTMANAGER,
-                f"--config.file={self.config}",
-                f"--storage.path={self.storage}",
-                f"--web.listen-address={self.address}",
-                f"--cluster.listen-address={self.cluster}",
-                *(f"--cluster.peer={peer}" for peer in self.peers),
-            ],
-            stdout=self.log,
-            stderr=self.log,
-        )
+        super().start()
         deadline = time.monotonic() + WAIT_S
         while True:
             try:
@@ -102,15 +94,6 @@ class Alertmanager:
                 time.sleep(0.1)
             else:
                 return
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from tests.support.daemon import finish
+from tests.support.daemon import free_port as free_port  # the tests import it from here
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0  # a liveness bound: Python starts slowly on a busy machine
 CGROUP = Path("/sys/fs/cgroup")
@@ -149,12 +152,6 @@ def self_signed_certificate(directory: Path, passphrase: str | None = None) -> t
     return cert, key
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Exporter:
     process: subprocess.Popen[bytes]
@@ -169,17 +166,7 @@ class Exporter:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if not self.log.closed:
-            self.log.seek(0)
-            self.output = self.log.read().decode(errors="replace")
-            self.log.close()
+        self.output = finish(self.process, self.log) or self.output
         if self.cgroup is not None:
             self.cgroup.remove()
         return self.process.returncode

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import yaml
 
+from tests.support.daemon import finish
 from tests.support.exporter import REPO, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -101,17 +102,7 @@ class Prometheus:
         raise AssertionError(f"{expr} returned nothing within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if not self.log.closed:
-            self.log.seek(0)
-            self.output = self.log.read().decode(errors="replace")
-            self.log.close()
+        self.output = finish(self.process, self.log) or self.output
 
 
 def write_config(

@@ -274,3 +274,19 @@ def test_alerts_about_the_delivery_path_wait_out_their_stale_state() -> None:
     assert own["group_wait"] == "10m"
     severity = next(r for r in routes if r.get("matchers") == ['severity="error"'])
     assert routes.index(own) < routes.index(severity), "must come before the severity routes"
+
+
+def test_alerts_doc_shows_a_template_condition_as_its_branches() -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import gen_alerts_doc
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    text = (
+        'ended{{ if eq $labels.runtime "slurm" }} for Slurm{{ else }}: use `{{ if eq $labels.runtime "docker" }}docker'
+        "{{ else if $labels.pod }}crictl{{ else }}ctr{{ end }} rm {{ $labels.id }}`{{ end }}."
+    )
+    assert gen_alerts_doc.plain(text) == (
+        "ended [runtime = slurm: for Slurm; otherwise: : use `[runtime = docker: docker; pod set: crictl; otherwise: "
+        "ctr] rm <id>`]."
+    )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.exporter import REPO, Exporter, free_port, start_exporter
+from tests.support.daemon import LoopbackDaemon
+from tests.support.exporter import REPO, Exporter, start_exporter
 from tests.support.prometheus import Prometheus, running_prometheus, tuned_rule_file
 
 pytestmark = pytest.mark.integration
@@ -36,38 +35,21 @@ def shipped_expr(file: str, alert: str) -> str:
     raise KeyError(alert)
 
 
-class NodeExporter:
+class NodeExporter(LoopbackDaemon):
+    """Debian's node_exporter on loopback with only its textfile collector."""
+
     def __init__(self, textfile_dir: Path) -> None:
-        self.port = free_port()
+        super().__init__()
         self.textfile_dir = textfile_dir
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                NODE_EXPORTER,
-                f"--web.listen-address={self.address}",
-                "--collector.disable-defaults",
-                "--collector.textfile",
-                f"--collector.textfile.directory={self.textfile_dir}",
-            ],
-            stdout=self.log,
-            stderr=self.log,
-        )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()
+    def argv(self) -> list[str]:
+        return [
+            NODE_EXPORTER,
+            f"--web.listen-address={self.address}",
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            f"--collector.textfile.directory={self.textfile_dir}",
+        ]
 
 
 @pytest.fixture
