@@ -294,6 +294,9 @@ class Sandbox:
     name: str = "pai-demo"
     port_base: int = 19000
     gpu_nodes: int = 2
+    internal: bool = False
+    """An offline sandbox: its podman network is ``--internal`` (no route out, no DNS) and no port is published
+    (the guests are reached through ``podman exec``, as Ansible's ssh reaches them)."""
     state_dir: Path = field(init=False)
     _collection_installed: bool = field(init=False, default=False)
 
@@ -434,7 +437,7 @@ class Sandbox:
     def port_holders(self) -> list[tuple[int, str]]:
         """(PID, process name) of every process listening on one of this sandbox's published ports."""
         holders: list[tuple[int, str]] = []
-        for service in PUBLISHED:
+        for service in () if self.internal else PUBLISHED:
             out = run(["ss", "-Htlnp", f"sport = :{self.port(service)}"], check=False).stdout
             for name, pid in re.findall(r'\(\("([^"]+)",pid=([0-9]+)', out):
                 holders.append((int(pid), name))
@@ -449,7 +452,8 @@ class Sandbox:
     def ensure_network(self) -> None:
         if run(["podman", "network", "exists", self.name], check=False).returncode != 0:
             log(f"creating podman network {self.name}")
-            run(["podman", "network", "create", "--label", f"pai.sandbox={self.name}", self.name])
+            internal = ["--internal"] if self.internal else []
+            run(["podman", "network", "create", *internal, "--label", f"pai.sandbox={self.name}", self.name])
 
     def scratch_dir(self, guest: Guest) -> Path:
         return self.state_dir / f"scratch-{guest.name}"
@@ -511,7 +515,7 @@ class Sandbox:
             f"--env=SYSTEMD_PROC_CMDLINE={GUEST_SYSTEMD_CMDLINE}",
         ]
         if guest.role == "ctl":
-            for service, inner in PUBLISHED.items():
+            for service, inner in () if self.internal else PUBLISHED.items():
                 argv += ["-p", f"127.0.0.1:{self.port(service)}:{inner}"]
         else:
             argv += ["-v", f"{self.ensure_scratch(guest)}:{SCRATCH_MOUNT}"]
