@@ -10,7 +10,8 @@ name already answers with every target up (for working on the tests); ``PAI_E2E_
 change the names and ports.
 
 The modules run in file order, except the two that change the sandbox for good, which run last:
-``test_site_playbook.py`` (adds a GPU node) and then ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
+``test_site_playbook.py`` (adds a GPU node) and then ``test_lifecycle.py`` (stops, redeploys and deletes the suite),
+and ``test_readme_recipe.py``, which runs first: it has guests of its own, gone before this sandbox is made.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from sandbox.sandbox import Phases, Sandbox
 
 # Modules that must run after every other end-to-end module, in this order.
 LAST = ("test_site_playbook.py", "test_lifecycle.py")
+# Modules with guests of their own, run before the others so that no two sandboxes share the machine at once.
+FIRST = ("test_readme_recipe.py",)
 
 _PHASES: list[Phases] = []
 
@@ -32,7 +35,9 @@ _PHASES: list[Phases] = []
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
-        return LAST.index(name) + 1 if name in LAST and item.path.parent.name == "e2e" else 0
+        if item.path.parent.name != "e2e":
+            return 0
+        return -1 if name in FIRST else LAST.index(name) + 1 if name in LAST else 0
 
     items.sort(key=rank)  # stable: the order within a module, and of the other modules, stays
 
