@@ -306,6 +306,9 @@ class Sandbox:
     gpu_nodes: int = 2
     monitoring_hosts: int = 1
     """Hosts in the inventory group ``monitoring``: the control guest, and with 2 the guest ``<name>-mon2``."""
+    internal: bool = False
+    """An offline sandbox: its podman network is ``--internal`` (no route out, no DNS) and no port is published
+    (the guests are reached through ``podman exec``, as Ansible's ssh reaches them)."""
     state_dir: Path = field(init=False)
     _collection_installed: bool = field(init=False, default=False)
 
@@ -465,8 +468,8 @@ class Sandbox:
     def port_holders(self) -> list[tuple[int, str]]:
         """(PID, process name) of every process listening on one of this sandbox's published ports."""
         holders: list[tuple[int, str]] = []
-        # Every port a sandbox of this name can publish, whatever its number of monitoring guests.
-        for _, offset in (*CTL_PORTS.values(), *MON_PORTS.values()):
+        # Every port a sandbox of this name can publish, whatever its number of monitoring guests; none offline.
+        for _, offset in () if self.internal else (*CTL_PORTS.values(), *MON_PORTS.values()):
             port = self.port_base + offset
             out = run(["ss", "-Htlnp", f"sport = :{port}"], check=False).stdout
             for name, pid in re.findall(r'\(\("([^"]+)",pid=([0-9]+)', out):
@@ -482,7 +485,8 @@ class Sandbox:
     def ensure_network(self) -> None:
         if run(["podman", "network", "exists", self.name], check=False).returncode != 0:
             log(f"creating podman network {self.name}")
-            run(["podman", "network", "create", "--label", f"pai.sandbox={self.name}", self.name])
+            internal = ["--internal"] if self.internal else []
+            run(["podman", "network", "create", *internal, "--label", f"pai.sandbox={self.name}", self.name])
 
     def scratch_dir(self, guest: Guest) -> Path:
         return self.state_dir / f"scratch-{guest.name}"
@@ -543,7 +547,7 @@ class Sandbox:
             "--env=container=podman",
             f"--env=SYSTEMD_PROC_CMDLINE={GUEST_SYSTEMD_CMDLINE}",
         ]
-        for service, (inner, _) in self.published(guest).items():
+        for service, (inner, _) in ({} if self.internal else self.published(guest)).items():
             argv += ["-p", f"127.0.0.1:{self.port(service, guest)}:{inner}"]
         if guest.role == "gpu":
             argv += ["-v", f"{self.ensure_scratch(guest)}:{SCRATCH_MOUNT}"]

@@ -10,8 +10,9 @@ the network, ``conmon`` processes holding the ports, mounts, loop devices) is re
 name already answers with every target up (for working on the tests); ``PAI_E2E_NAME`` and ``PAI_E2E_PORT_BASE``
 change the names and ports.
 
-The modules run in file order, except those that leave the sandbox changed, which run last in this order:
-``test_ha.py`` (the tier's own alerts about the lost host stay pending for the 5 minutes their rates look back),
+The modules run in file order, except ``test_readme_recipe.py``, which runs first (it has guests of its own, gone
+before this sandbox is made), and those that leave the sandbox changed, which run last in this order: ``test_ha.py``
+(the tier's own alerts about the lost host stay pending for the 5 minutes their rates look back),
 ``test_site_playbook.py`` (adds a GPU node) and ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 """
 
@@ -27,6 +28,8 @@ from sandbox.sandbox import Phases, Sandbox
 
 # Modules that must run after every other end-to-end module, in this order.
 LAST = ("test_ha.py", "test_site_playbook.py", "test_lifecycle.py")
+# Modules with guests of their own, run before the others so that no two sandboxes share the machine at once.
+FIRST = ("test_readme_recipe.py",)
 
 _PHASES: list[Phases] = []
 
@@ -34,7 +37,9 @@ _PHASES: list[Phases] = []
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
-        return LAST.index(name) + 1 if name in LAST and item.path.parent.name == "e2e" else 0
+        if item.path.parent.name != "e2e":
+            return 0
+        return -1 if name in FIRST else LAST.index(name) + 1 if name in LAST else 0
 
     items.sort(key=rank)  # stable: the order within a module, and of the other modules, stays
 

@@ -28,6 +28,7 @@ def _load(name: str) -> ModuleType:
 
 rules = _load("rules")
 targets = _load("targets")
+durations = _load("durations")
 
 SHIPPED = """\
 # comment kept when nothing changes
@@ -273,3 +274,17 @@ def test_overrides_given_as_str_subclasses_are_dumped_as_plain_yaml() -> None:
     alert = _alerts(out)["NodeCPUUsage"]
     assert alert["for"] == "10m"
     assert alert["labels"] == {"severity": "warn", "team": "gpu"}
+
+
+@pytest.mark.parametrize(
+    ("duration", "seconds"),
+    [("15s", 15), ("1m", 60), ("1m30s", 90), ("100ms", 0.1), ("2h", 7200), ("31d", 31 * 86400), ("1w1d", 8 * 86400)],
+)
+def test_durations_are_read_as_prometheus_reads_them(duration: str, seconds: float) -> None:
+    assert durations.duration_seconds(duration) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["", "15", "1.5s", "1 m", "-1s", "10sec"])
+def test_a_malformed_duration_is_an_error_naming_it(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a Prometheus duration"):
+        durations.duration_seconds(bad)

@@ -113,6 +113,11 @@ def cases(tmp_path_factory: pytest.TempPathFactory, squatter: int) -> dict[str, 
             "checksum",
             stage="install",
         ),
+        "prometheus_scrape_timeout_longer_than_the_interval": Case(
+            "prometheus",
+            {"prometheus_scrape_interval": "1m", "prometheus_scrape_timeout": "1m30s"},
+            "prometheus_scrape_timeout (1m30s) must not be longer than prometheus_scrape_interval (1m)",
+        ),
         "watchdog_missing_kubeconfig": Case(
             "watchdog",
             {"watchdog_kubeconfig_src": "/nonexistent/kubeconfig", "watchdog_wheelhouse_dir": str(wheelhouse)},
@@ -215,6 +220,7 @@ CASE_NAMES = [
     "job_exporter_port_of_another_exporter",
     "node_exporter_archive_without_checksum",
     "node_exporter_archive_with_a_wrong_checksum",
+    "prometheus_scrape_timeout_longer_than_the_interval",
     "watchdog_missing_kubeconfig",
 ]
 
