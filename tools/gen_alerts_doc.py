@@ -362,7 +362,7 @@ def alert_tables(files: Iterable[Path]) -> list[str]:
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts.get(s))
     lines += [
         f"{total} alerts: {summary}. `<label>` stands for the alert's label of that name, `[label = value: text;"
-        " otherwise: other text]` for text that depends on a label; \"holds\" is the alert's `keep_firing_for`, how"
+        ' otherwise: other text]` for text that depends on a label; "holds" is the alert\'s `keep_firing_for`, how'
         " long it stays firing once its condition is gone or its data missing.",
         "",
     ]
