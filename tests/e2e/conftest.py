@@ -9,8 +9,9 @@ the network, ``conmon`` processes holding the ports, mounts, loop devices) is re
 name already answers with every target up (for working on the tests); ``PAI_E2E_NAME`` and ``PAI_E2E_PORT_BASE``
 change the names and ports.
 
-The modules run in file order, except the two that change the sandbox for good, which run last:
-``test_site_playbook.py`` (adds a GPU node) and then ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
+The modules run in file order, except those that change the sandbox for good, which run last in this order:
+``test_gpu_hotplug.py`` (a fifth GPU comes and goes on a node, which NodeGpuCountChanged remembers for a day),
+``test_site_playbook.py`` (adds a GPU node) and ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from sandbox.sandbox import Phases, Sandbox
 
 # Modules that must run after every other end-to-end module, in this order.
-LAST = ("test_site_playbook.py", "test_lifecycle.py")
+LAST = ("test_gpu_hotplug.py", "test_site_playbook.py", "test_lifecycle.py")
 
 _PHASES: list[Phases] = []
 
