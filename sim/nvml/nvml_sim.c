@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -230,6 +232,8 @@ static struct {
     char driver_version[STR], nvml_version[STR];
     int cuda_version;
     int gpu_count;
+    int device_nodes;          /* 1: a device handle opens the GPU's device node, as the real library does */
+    char device_dir[STR];      /* where the device nodes are: /dev */
     struct gpu gpus[MAX_GPUS];
     int nxid;
     struct xid xids[MAX_XID];
@@ -322,6 +326,7 @@ static void reset_scenario(void) {
     copy_str(S.driver_version, sizeof S.driver_version, "550.54.15");
     copy_str(S.nvml_version, sizeof S.nvml_version, "12.550.54.15");
     S.cuda_version = 12040;
+    copy_str(S.device_dir, sizeof S.device_dir, "/dev");
     for (int i = 0; i < MAX_GPUS; i++) gpu_defaults(&S.gpus[i], i);
 }
 
@@ -445,6 +450,8 @@ static void parse_line(char *line) {
     if (strcmp(key, "driver_version") == 0) { copy_str(S.driver_version, sizeof S.driver_version, v); return; }
     if (strcmp(key, "nvml_version") == 0) { copy_str(S.nvml_version, sizeof S.nvml_version, v); return; }
     if (strcmp(key, "cuda_version") == 0) { S.cuda_version = (int)num(v); return; }
+    if (strcmp(key, "device_nodes") == 0) { S.device_nodes = (int)num(v); return; }
+    if (strcmp(key, "device_dir") == 0) { copy_str(S.device_dir, sizeof S.device_dir, v); return; }
     if (strcmp(key, "gpu_count") == 0) {
         S.gpu_count = (int)num(v);
         if (S.gpu_count > MAX_GPUS) S.gpu_count = MAX_GPUS;
@@ -584,6 +591,7 @@ EXPORT const char *nvmlErrorString(int result) {
     case E_UNINITIALIZED: return "Uninitialized";
     case E_INVALID_ARGUMENT: return "Invalid Argument";
     case E_NOT_SUPPORTED: return "Not Supported";
+    case E_NO_PERMISSION: return "Insufficient Permissions";
     case E_NOT_FOUND: return "Not Found";
     case E_INSUFFICIENT_SIZE: return "Insufficient Size";
     case E_DRIVER_NOT_LOADED: return "Driver Not Loaded";
@@ -632,11 +640,33 @@ EXPORT int nvmlDeviceGetCount_v2(unsigned int *count) {
 }
 EXPORT int nvmlDeviceGetCount(unsigned int *count) { return nvmlDeviceGetCount_v2(count); }
 
+/* With device_nodes = 1: open the GPU's device node for reading and writing, as the real library does when it
+ * first talks to a GPU, and close it again. ENXIO (a node the device cgroup lets through, with no driver behind it:
+ * this stand-in has none) is success; a device cgroup or file mode that refuses is NO_PERMISSION, as is a missing
+ * node (see README.md). Called with g_lock held. */
+static int open_device_node(const struct gpu *g) {
+    if (!S.device_nodes) return OK;
+    char path[STR + 32];
+    snprintf(path, sizeof path, "%s/nvidia%u", S.device_dir, g->minor);
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+    if (fd >= 0) {
+        close(fd);
+        return OK;
+    }
+    switch (errno) {
+    case ENXIO: return OK;
+    case EPERM: case EACCES: case ENOENT: return E_NO_PERMISSION;
+    default: return E_UNKNOWN;
+    }
+}
+
 EXPORT int nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
     if (!device) return E_INVALID_ARGUMENT;
     ENTER((int)index);
     if (index >= (unsigned int)S.gpu_count) RETURN(E_INVALID_ARGUMENT);
     if (S.gpus[index].lost) RETURN(E_GPU_IS_LOST);
+    int rc = open_device_node(&S.gpus[index]);
+    if (rc != OK) RETURN(rc);
     *device = &g_handles[index];
     RETURN(OK);
 }

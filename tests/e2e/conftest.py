@@ -13,6 +13,8 @@ change the names and ports.
 The modules run in file order, except ``test_readme_recipe.py``, which runs first (it has guests of its own, gone
 before this sandbox is made), and those that leave the sandbox changed, which run last in this order: ``test_ha.py``
 (the tier's own alerts about the lost host stay pending for the 5 minutes their rates look back),
+``test_gpu_hotplug.py`` (a fifth GPU comes and goes on a node, which NodeGpuCountChanged remembers for a day),
+``test_site_playbook.py`` (adds a GPU node) and ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 ``test_site_playbook.py`` (adds a GPU node) and ``test_lifecycle.py`` (stops, redeploys and deletes the suite).
 """
 
@@ -27,7 +29,7 @@ import pytest
 from sandbox.sandbox import Phases, Sandbox
 
 # Modules that must run after every other end-to-end module, in this order.
-LAST = ("test_ha.py", "test_site_playbook.py", "test_lifecycle.py")
+LAST = ("test_ha.py", "test_gpu_hotplug.py", "test_site_playbook.py", "test_lifecycle.py")
 # Modules with guests of their own, run before the others so that no two sandboxes share the machine at once.
 FIRST = ("test_readme_recipe.py",)
 

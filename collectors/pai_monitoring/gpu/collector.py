@@ -38,6 +38,11 @@ DEFAULT_LIBRARY_RETRY_ITERATIONS = 10
 ABSENT_STATUSES: frozenset[NvmlStatus] = frozenset({"library_not_found", "driver_not_loaded"})
 MIN_WORKER_DEADLINE_SECONDS = 0.1
 DEADLINE_MARGIN_SECONDS = 1.0
+NO_PERMISSION_HINT = (
+    "check the exporter's device access: its unit's DeviceAllow= (systemctl show pai-job-exporter -p DeviceAllow), "
+    "the mode of the device node, a container's device cgroup"
+)
+OTHER_ERROR_HINT = "check nvidia-smi -i <index> and dmesg on the node"
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ class GpuCollector(Collector[GpuOptions]):
         self._clock = clock
         self._xids = XidLedger()
         self._identity_by_index: dict[int, tuple[int, str]] = {}
+        self._unreadable: dict[int, str] = {}
         self._iteration = 0
         self._absent: Snapshot | None = None
         self._absent_since_iteration = 0
@@ -209,16 +215,37 @@ class GpuCollector(Collector[GpuOptions]):
         return snapshot
 
     def _fill_lost_identity(self, snapshot: Snapshot) -> Snapshot:
-        """A lost GPU answers nothing: name it by the minor number and UUID it had (a new worker does not know them)."""
+        """A lost or unreadable GPU answers nothing: name it by the minor number and UUID it had (a new worker does
+        not know them)."""
         devices: list[DeviceReading] = []
         for d in snapshot.devices:
             if d.minor_number is not None and d.uuid is not None:
                 self._identity_by_index[d.index] = (d.minor_number, d.uuid)
-            elif d.lost and d.index in self._identity_by_index:
+            elif (d.lost or d.error is not None) and d.index in self._identity_by_index:
                 minor, uuid = self._identity_by_index[d.index]
-                d = DeviceReading(index=d.index, lost=True, minor_number=minor, uuid=d.uuid or uuid)
+                d = d._replace(minor_number=minor, uuid=d.uuid or uuid)
             devices.append(d)
         return snapshot._replace(devices=tuple(devices))
+
+    def _report_unreadable(self, devices: tuple[DeviceReading, ...]) -> None:
+        """Log a GPU that NVML counts but cannot read when it becomes so (or its error changes), and when it ends."""
+        current = {d.index: d for d in devices if d.error is not None}
+        for index, d in current.items():
+            if self._unreadable.get(index) == d.error:
+                continue
+            hint = NO_PERMISSION_HINT if d.error_class == "no_permission" else OTHER_ERROR_HINT
+            log.error(
+                "GPU %d (UUID %s, /dev/nvidia%s) is counted by NVML but cannot be read: %s (%s); %s",
+                index,
+                d.uuid or "unknown",
+                d.minor_number if d.minor_number is not None else "?",
+                d.error,
+                d.error_class,
+                hint,
+            )
+        for index in sorted(self._unreadable.keys() - current.keys()):
+            log.info("GPU %d is no longer unreadable", index)
+        self._unreadable = {index: d.error or "" for index, d in current.items()}
 
     def _health(self, status: NvmlStatus) -> Health:
         return Health(
@@ -240,6 +267,7 @@ class GpuCollector(Collector[GpuOptions]):
             return list(health_families(self._health(snapshot.status)))
         self._last_success = self._clock()
         snapshot = self._fill_lost_identity(snapshot)
+        self._report_unreadable(snapshot.devices)
         self._xids.update(self.supervisor.generation, snapshot.xids)
         self.context.shared.publish(GPU_STATE, gpu_state(snapshot))
         extra = BuildInput(

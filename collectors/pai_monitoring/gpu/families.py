@@ -135,6 +135,8 @@ def gpu_families(snapshot: Snapshot, extra: BuildInput) -> Iterator[Metric]:
         by_minor.setdefault(ident[m.M], ident)
         if device.error is None:
             out.add(m.LOST, ident, 1 if device.lost else 0)
+        else:
+            out.add(m.UNREADABLE, {**ident, "error": device.error_class}, 1)
         if not device.lost and device.error is None:
             _device_families(out, device, ident, snapshot, extra)
     for xid in extra.xids:

@@ -87,6 +87,16 @@ INFO = _gpu(
     "cuda_version",
 )
 LOST = _gpu("pai_gpu_lost", "gauge", "1 when the GPU has fallen off the bus (NVML GPU_IS_LOST), else 0.", "index", M)
+UNREADABLE = _gpu(
+    "pai_gpu_unreadable",
+    "gauge",
+    "1 for a GPU that NVML counts but cannot read, with the class of NVML's error: no_permission (the exporter may "
+    "not open /dev/nvidia<minor>: the node's mode or the unit's device cgroup), not_found, insufficient_power, "
+    "irq_issue, reset_required, timeout, unknown, other; absent while the GPU is read. minor_number and uuid are "
+    "those the GPU had when it was last read (unknown and empty if it never was).",
+    M,
+    "error",
+)
 MEMORY_USED = _gpu(
     "pai_gpu_memory_used_bytes",
     "gauge",
@@ -334,6 +344,7 @@ GPU_SPECS: tuple[MetricSpec, ...] = (
     ATTACHED_GPUS,
     INFO,
     LOST,
+    UNREADABLE,
     MEMORY_USED,
     MEMORY_TOTAL,
     MEMORY_RESERVED,

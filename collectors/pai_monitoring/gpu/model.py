@@ -27,6 +27,23 @@ instances are; ``unsupported_gpu``: a GPU without GPM (before Hopper); ``unsuppo
 the GPM calls; ``error``: NVML refused the sample or the metrics."""
 NVML_STATUSES: tuple[NvmlStatus, ...] = ("ok", "library_not_found", "driver_not_loaded", "error", "timeout")
 """``timeout``: NVML did not answer within the deadline (the worker was killed, or a killed one is still stuck)."""
+UnreadableError = Literal[
+    "no_permission", "not_found", "insufficient_power", "irq_issue", "reset_required", "timeout", "unknown", "other"
+]
+UNREADABLE_ERRORS: tuple[UnreadableError, ...] = (
+    "no_permission",
+    "not_found",
+    "insufficient_power",
+    "irq_issue",
+    "reset_required",
+    "timeout",
+    "unknown",
+    "other",
+)
+"""Why NVML counts a GPU but cannot read it, from the class of NVML's error: ``no_permission`` (the process may not
+open the GPU's device node: its mode, or a device cgroup such as systemd's ``DeviceAllow=``), ``not_found``,
+``insufficient_power`` (power cables), ``irq_issue`` (the kernel's interrupt set-up), ``reset_required``,
+``timeout``, ``unknown`` (NVML's own UNKNOWN), ``other`` (any other NVML error)."""
 
 
 class ProcessReading(NamedTuple):
@@ -76,7 +93,10 @@ class DeviceReading(NamedTuple):
     index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: it is the NVML index
     lost: bool = False
     error: str | None = None
-    """Why the GPU could not be read at all (other than being lost), e.g. ``Insufficient Permissions``."""
+    """Why the GPU could not be read at all (other than being lost): NVML's message, e.g. ``Insufficient
+    Permissions``."""
+    error_class: UnreadableError = "other"
+    """The class of that error (meaningful only with ``error``)."""
     minor_number: int | None = None
     uuid: str | None = None
     pci_bus_id: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import pynvml
@@ -16,7 +17,14 @@ import pynvml
 from pai_monitoring.gpu.calls import CallCounter
 from pai_monitoring.gpu.fields import FieldReader
 from pai_monitoring.gpu.gpm import GpmSampler
-from pai_monitoring.gpu.model import DeviceReading, MigReading, ProcessReading, Snapshot, XidCount
+from pai_monitoring.gpu.model import (
+    DeviceReading,
+    MigReading,
+    ProcessReading,
+    Snapshot,
+    UnreadableError,
+    XidCount,
+)
 from pai_monitoring.gpu.process_util import ProcessUtilReader, Utilization
 from pai_monitoring.gpu.worker_log import log
 
@@ -24,6 +32,15 @@ PSTATE_UNKNOWN = 32
 XID_WAIT_MS = 500
 # pynvml's version tag of nvmlMemory_v2_t; absent from bindings older than the driver call.
 MEMORY_V2: int | None = getattr(pynvml, "nvmlMemory_v2", None)
+ERROR_CLASSES: dict[int, UnreadableError] = {
+    pynvml.NVML_ERROR_NO_PERMISSION: "no_permission",
+    pynvml.NVML_ERROR_NOT_FOUND: "not_found",
+    pynvml.NVML_ERROR_INSUFFICIENT_POWER: "insufficient_power",
+    pynvml.NVML_ERROR_IRQ_ISSUE: "irq_issue",
+    pynvml.NVML_ERROR_RESET_REQUIRED: "reset_required",
+    pynvml.NVML_ERROR_TIMEOUT: "timeout",
+    pynvml.NVML_ERROR_UNKNOWN: "unknown",
+}
 
 
 class MemoryReading(NamedTuple):
@@ -72,6 +89,11 @@ def with_utilization(
     )
 
 
+def error_class(exc: pynvml.NVMLError) -> UnreadableError:
+    """The bounded class of an NVML error that keeps a GPU from being read (a label value, not the message)."""
+    return ERROR_CLASSES.get(int(exc.value), "other")
+
+
 def handle_key(handle: Any) -> int:
     """A device handle's address, to recognise the device an event came from."""
     return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
@@ -80,23 +102,35 @@ def handle_key(handle: Any) -> int:
 class XidWatcher:
     """Counts Xid events per (minor number, Xid code) from an NVML event set, in a background thread.
 
-    The event set is created and the GPUs registered in the constructor, so every event after the constructor
-    returns is seen. Counts are cumulative for the life of this process.
+    The event set is created in the constructor and each GPU registered when :meth:`register` first sees its handle
+    (GPUs of the first snapshot, and those that appear or become readable later), so every event of a GPU after its
+    registration is seen. Counts are cumulative for the life of this process.
     """
 
-    def __init__(self, handles: list[Any], minor_by_handle: dict[int, str]) -> None:
-        self._minor_by_handle = dict(minor_by_handle)
+    def __init__(self) -> None:
+        self._minor_by_handle: dict[int, str] = {}
+        self._seen: set[int] = set()
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int], tuple[int, float]] = {}
         self._stop = threading.Event()
         self._event_set = pynvml.nvmlEventSetCreate()
-        for handle in handles:
+        self._thread = threading.Thread(target=self._run, name="nvml-xid-events", daemon=True)
+        self._thread.start()
+
+    def register(self, handles: Iterable[tuple[Any, str | None]]) -> None:
+        """Register the GPUs of these (handle, minor number) pairs that were not offered before, once each."""
+        for handle, minor in handles:
+            key = handle_key(handle)
+            if minor is not None:
+                with self._lock:
+                    self._minor_by_handle[key] = minor
+            if key in self._seen:
+                continue
+            self._seen.add(key)
             try:
                 pynvml.nvmlDeviceRegisterEvents(handle, pynvml.nvmlEventTypeXidCriticalError, self._event_set)
             except pynvml.NVMLError as exc:
-                log.info("Xid events not available on one GPU: %s", exc)
-        self._thread = threading.Thread(target=self._run, name="nvml-xid-events", daemon=True)
-        self._thread.start()
+                log.info("Xid events not available on GPU /dev/nvidia%s: %s", minor, exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -109,9 +143,9 @@ class XidWatcher:
                 self._stop.wait(5.0)
                 continue
             if data.eventType & pynvml.nvmlEventTypeXidCriticalError:
-                minor = self._minor_by_handle.get(handle_key(data.device), "unknown")
-                key = (minor, int(data.eventData))
                 with self._lock:
+                    minor = self._minor_by_handle.get(handle_key(data.device), "unknown")
+                    key = (minor, int(data.eventData))
                     count, _ = self._counts.get(key, (0, 0.0))
                     self._counts[key] = (count + 1, time.time())
 
@@ -158,16 +192,16 @@ class NvmlSession:
         self.cuda_version = cuda_version_text(int(cuda)) if cuda is not None else None
         return None
 
-    def _start_xid_watcher(self, handles: dict[int, Any], devices: tuple[DeviceReading, ...]) -> None:
-        minors = {
-            handle_key(handles[d.index]): str(d.minor_number)
-            for d in devices
-            if d.index in handles and d.minor_number is not None
-        }
-        try:
-            self._xid = XidWatcher(list(handles.values()), minors)
-        except pynvml.NVMLError as exc:
-            log.warning("NVML events are not available, Xid errors will not be counted: %s", exc)
+    def _watch_xids(self, handles: dict[int, Any], devices: tuple[DeviceReading, ...]) -> None:
+        """Have the Xid watcher (started on the first snapshot) register the GPUs it does not know yet."""
+        if self._xid is None:
+            try:
+                self._xid = XidWatcher()
+            except pynvml.NVMLError as exc:
+                log.warning("NVML events are not available, Xid errors will not be counted: %s", exc)
+                return
+        minors = {d.index: str(d.minor_number) for d in devices if d.minor_number is not None}
+        self._xid.register((handle, minors.get(index)) for index, handle in handles.items())
 
     def snapshot(self) -> Snapshot:
         if not self.initialised:
@@ -182,8 +216,7 @@ class NvmlSession:
         handles: dict[int, Any] = {}
         devices = tuple(self._read_device(counter, index, handles) for index in range(count))
         self._gpm.end_cycle()
-        if self._xid is None:
-            self._start_xid_watcher(handles, devices)
+        self._watch_xids(handles, devices)
         return Snapshot(
             status="ok",
             driver_version=self.driver_version,
@@ -205,7 +238,7 @@ class NvmlSession:
                 index=index, lost=True, minor_number=self._minor_cache.get(index), uuid=self._uuid_cache.get(index)
             )
         except pynvml.NVMLError as exc:
-            return DeviceReading(index=index, error=str(exc))
+            return DeviceReading(index=index, error=str(exc), error_class=error_class(exc))
 
     def _clock_event_reasons(self, call: CallCounter, handle: Any) -> int | None:
         if self._use_event_reasons:

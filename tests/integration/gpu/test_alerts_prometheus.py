@@ -163,7 +163,7 @@ def test_a_gpu_node_with_fewer_or_no_gpus_pages_without_configuration(tmp_path: 
         shrinking.scenario.write(gpus(2))  # a GPU that did not come back
 
         alert = prometheus.wait_for_alert("NodeGpuCountChanged", "firing", shrinking.labels, WAIT_S)
-        assert alert["annotations"]["summary"] == "gpu-it-shrink has 2 working GPUs, fewer or other than it should"
+        assert alert["annotations"]["summary"] == "gpu-it-shrink has 2 GPUs, fewer or other than it should"
         prometheus.wait_for_alert("NodeGpuCountChanged", "firing", empty_gpu_node.labels, WAIT_S)
         assert prometheus.query(f'instance:pai_gpu_info:count{{node_name="{cpu_node.name}"}} == 0')
         assert active(prometheus, "NodeGpuCountChanged", cpu_node) == []

@@ -240,6 +240,33 @@ def test_xid_events_are_counted_once_each_even_across_a_worker_restart(
     assert xids() == expected
 
 
+def test_xid_events_of_a_gpu_that_appears_later_are_counted_under_its_minor_number(
+    scenario: Scenario, make_collector: MakeCollector
+) -> None:
+    """The worker started with two GPUs; a third that appears afterwards (hotplug, or a handle that failed at first)
+    is registered for Xid events when a collection first reads it."""
+    scenario.write(gpus(2))
+    collector = make_collector()
+    collector.collect()
+    scenario.write(gpus(3) + "gpu.2.minor = 7\n")
+    found = samples(collector.collect())
+    assert value(found, "pai_gpu_lost", **gpu_id(2, minor=7)) == 0, "the new GPU is read"
+    scenario.append("xid.1 = 2 48\nxid.2 = 0 13\n")
+
+    def xids() -> dict[tuple[str, str, str], float]:
+        found = samples(collector.collect())
+        return {
+            (s["index"], s["minor_number"], s["xid"]): value(found, "pai_gpu_xid_errors_total", **s) or 0.0
+            for s in series(found, "pai_gpu_xid_errors_total")
+        }
+
+    expected = {("2", "7", "48"): 1.0, ("0", "0", "13"): 1.0}
+    deadline = time.monotonic() + 30  # a liveness bound
+    while xids() != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert xids() == expected
+
+
 def test_a_blocking_call_is_abandoned_at_the_deadline_and_collection_recovers(
     scenario: Scenario, make_collector: MakeCollector
 ) -> None:

@@ -177,6 +177,16 @@ def test_a_lost_gpu_is_reported_lost_and_the_healthy_one_still_reported() -> Non
     assert [labels for name, labels in found if name == "nvidiasmi_temperature"] == [tuple(sorted(A.items()))]
 
 
+def test_an_unreadable_gpu_is_named_with_its_error_class_and_nothing_else() -> None:
+    unreadable = DeviceReading(index=1, error="Insufficient Permissions", error_class="no_permission")
+    found = build(HEALTHY, unreadable)
+    labels = {"node_name": "node-a", "index": "1", "uuid": "", "minor_number": "unknown", "error": "no_permission"}
+    assert value(found, "pai_gpu_unreadable", **labels) == 1
+    assert [name for name, labels in found if ("index", "1") in labels] == ["pai_gpu_unreadable"]
+    assert "pai_gpu_unreadable" not in {name for name, labels in found if ("index", "0") in labels}
+    assert value(found, "nvidiasmi_attached_gpus", node_name="node-a") == 2
+
+
 def test_mig_instances_are_listed() -> None:
     mig_gpu = DeviceReading(
         index=0,
