@@ -9,37 +9,21 @@ metrics are built. ``None`` means the driver does not report the value (NOT_SUPP
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 NvmlStatus = Literal["ok", "library_not_found", "driver_not_loaded", "error", "timeout"]
 GpmStatus = Literal["ok", "first_sample", "mig_mode", "unsupported_gpu", "unsupported_driver", "error"]
-GPM_STATUSES: tuple[GpmStatus, ...] = (
-    "ok",
-    "first_sample",
-    "mig_mode",
-    "unsupported_gpu",
-    "unsupported_driver",
-    "error",
-)
+GPM_STATUSES: tuple[GpmStatus, ...] = get_args(GpmStatus)
 """Why a GPU (or GPU instance) has profiling metrics or not. ``first_sample``: the first of the two samples GPM needs
 was just taken (the first collection of a worker); ``mig_mode``: the whole GPU is not sampled in MIG mode, its GPU
 instances are; ``unsupported_gpu``: a GPU without GPM (before Hopper); ``unsupported_driver``: a driver library without
 the GPM calls; ``error``: NVML refused the sample or the metrics."""
-NVML_STATUSES: tuple[NvmlStatus, ...] = ("ok", "library_not_found", "driver_not_loaded", "error", "timeout")
+NVML_STATUSES: tuple[NvmlStatus, ...] = get_args(NvmlStatus)
 """``timeout``: NVML did not answer within the deadline (the worker was killed, or a killed one is still stuck)."""
 UnreadableError = Literal[
     "no_permission", "not_found", "insufficient_power", "irq_issue", "reset_required", "timeout", "unknown", "other"
 ]
-UNREADABLE_ERRORS: tuple[UnreadableError, ...] = (
-    "no_permission",
-    "not_found",
-    "insufficient_power",
-    "irq_issue",
-    "reset_required",
-    "timeout",
-    "unknown",
-    "other",
-)
+UNREADABLE_ERRORS: tuple[UnreadableError, ...] = get_args(UnreadableError)
 """Why NVML counts a GPU but cannot read it, from the class of NVML's error: ``no_permission`` (the process may not
 open the GPU's device node: its mode, or a device cgroup such as systemd's ``DeviceAllow=``), ``not_found``,
 ``insufficient_power`` (power cables), ``irq_issue`` (the kernel's interrupt set-up), ``reset_required``,
