@@ -12,7 +12,6 @@ bound, not a timed assertion.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ import yaml
 
 from tests.support.daemon import finish
 from tests.support.exporter import REPO, free_port
+from tests.support.modules import load_file
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 START_TIMEOUT_S = 30.0
@@ -144,11 +144,7 @@ def write_config(
 def tuned_rule_file(directory: Path, shipped: str, overrides: Mapping[str, Mapping[str, object]]) -> Path:
     """A shipped rule file (``alerts/kubernetes.rules.yml``) with ``prometheus_alert_overrides`` applied by the
     prometheus role's own filter, so tests run the shipped expressions with shorter ``for:`` durations."""
-    spec = importlib.util.spec_from_file_location("pai_rules_filter", REPO / "plugins/filter/rules.py")
-    if spec is None or spec.loader is None:
-        raise ImportError("plugins/filter/rules.py cannot be loaded")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file(REPO / "plugins/filter/rules.py", "pai_rules_filter")
     path = directory / shipped.replace("/", "-")
     path.write_text(module.apply_overrides((REPO / "rules" / shipped).read_text(encoding="utf-8"), overrides))
     return path

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,18 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.modules import load_file
+
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins" / "filter"
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"pai_filter_{name}", PLUGINS / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file(PLUGINS / f"{name}.py", f"pai_filter_{name}")
 
 
 rules = _load("rules")

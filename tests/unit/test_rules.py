@@ -23,6 +23,8 @@ import jinja2
 import pytest
 import yaml
 
+from tests.support.modules import load_file
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"
 RULE_FILES = sorted((RULES / "alerts").glob("*.yml")) + sorted((RULES / "recording").glob("*.yml"))
@@ -277,11 +279,7 @@ def test_alerts_about_the_delivery_path_wait_out_their_stale_state() -> None:
 
 
 def test_alerts_doc_shows_a_template_condition_as_its_branches() -> None:
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import gen_alerts_doc
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    gen_alerts_doc = load_file(REPO / "tools" / "gen_alerts_doc.py", "gen_alerts_doc")
     text = (
         'ended{{ if eq $labels.runtime "slurm" }} for Slurm{{ else }}: use `{{ if eq $labels.runtime "docker" }}docker'
         "{{ else if $labels.pod }}crictl{{ else }}ctr{{ end }} rm {{ $labels.id }}`{{ end }}."

@@ -7,7 +7,6 @@ environment) loads the simulated ``libnvidia-ml.so.1`` through the real ``pynvml
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from pai_monitoring.gpu.collector import GpuCollector, GpuOptions
 from pai_monitoring.runtime.board import SharedState
 from pai_monitoring.runtime.collector import CollectorContext
+from tests.support.modules import load_file
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "gpu"
@@ -27,12 +27,7 @@ NODE_NAME = "gpu-test-node"
 
 
 def _load_builder() -> Callable[[], Path]:
-    spec = importlib.util.spec_from_file_location("nvml_sim_build", REPO / "sim" / "nvml" / "build.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    build: Callable[[], Path] = module.build
+    build: Callable[[], Path] = load_file(REPO / "sim" / "nvml" / "build.py", "nvml_sim_build").build
     return build
 
 

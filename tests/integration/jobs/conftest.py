@@ -7,7 +7,6 @@ so that engineers and CI jobs sharing a machine do not collide, and is removed a
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pai_monitoring.gpu.collector import GpuCollector, GpuOptions
 from pai_monitoring.jobs.collector import JobsCollector, JobsOptions
 from pai_monitoring.runtime.collector import CollectorContext
 from pai_monitoring.shared_model import GPU_STATE, GpuState
+from tests.support.modules import load_file
 
 REPO = Path(__file__).resolve().parents[3]
 CGROUP = Path("/sys/fs/cgroup")
@@ -179,12 +179,7 @@ def container(name: str, image: str, *run_args: str, command: tuple[str, ...] = 
 @pytest.fixture(scope="session")
 def nvml_sim_lib() -> Path:
     """The simulated NVML library (a stand-in for GPUs, loaded by the real pynvml), built once."""
-    spec = importlib.util.spec_from_file_location("nvml_sim_build_jobs", REPO / "sim" / "nvml" / "build.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    built: Path = module.build()
+    built: Path = load_file(REPO / "sim" / "nvml" / "build.py", "nvml_sim_build_jobs").build()
     return built
 
 
