@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run molecule scenarios on systemd guests and print one timing line per scenario.
+# Run molecule scenarios on systemd guests, side by side, and print one timing line per scenario.
 #
 # Usage: tests/hosts/run-molecule.sh [--prepare] [scenario ...]
 #   no scenario: every directory under molecule/ that holds a molecule.yml, in name order (default, alternative).
